@@ -1,0 +1,237 @@
+"""BasicVSR (Chan et al., CVPR 2021) with optional adaptive patch routing.
+
+One implementation serves the official model, the frozen teacher and the SkipVSR student: the
+state-dict keys are those of the official BasicSR release, and the confidence estimators are
+extra parameters that exist only when ``estimators=True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skipvsr.flow import SpyNet, flow_warp
+from skipvsr.routing import ConfidenceEstimator, PatchGrid, Route, Router, run_residual_block
+
+BRANCHES = ("backward", "forward")
+
+
+class ResidualBlock(nn.Module):
+    """``h + conv2(relu(conv1(h)))``, two 3x3 convs of ``num_feat`` channels, no batch norm."""
+
+    def __init__(self, num_feat: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.conv2(F.relu(self.conv1(h)))
+
+
+class Trunk(nn.Module):
+    """Input conv (3 + C -> C) + LeakyReLU(0.1), then ``num_block`` residual blocks.
+
+    The parameter names match BasicSR's ``ConvResidualBlocks``: ``main.0`` is the input conv and
+    ``main.2.<m>`` the residual blocks.
+    """
+
+    def __init__(self, in_ch: int, num_feat: int, num_block: int) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(in_ch, num_feat, 3, 1, 1),
+            nn.LeakyReLU(0.1),
+            nn.Sequential(*(ResidualBlock(num_feat) for _ in range(num_block))),
+        )
+
+    @property
+    def blocks(self) -> nn.Sequential:
+        return self.main[2]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        router: Router | None = None,
+        taps: tuple[int, ...] = (),
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """``x`` ``(B, 3 + C, H, W)`` -> features ``(B, C, H, W)`` and the tapped block outputs.
+
+        ``taps`` lists block counts ``m`` (0 = after the input conv, ``num_block`` = output)
+        whose features are returned.
+        """
+        h = self.main[1](self.main[0](x))
+        tapped: dict[int, torch.Tensor] = {}
+        if 0 in taps:
+            tapped[0] = h
+        for m, block in enumerate(self.blocks):
+            if router is None:
+                h = block(h)
+            else:
+                h = run_residual_block(block, h, router.decide(m, h), router.grid)
+            if m + 1 in taps:
+                tapped[m + 1] = h
+        return h, tapped
+
+
+@dataclass
+class VSROutput:
+    """Result of :meth:`BasicVSR.forward`.
+
+    Attributes:
+        sr: ``(B, T, 3, 4H, 4W)`` float, not clamped.
+        executed: per branch, ``(T, num_block)`` fraction of pixels on which each block ran
+            (all ones without routing).
+        block_map: per branch, ``(B, T, nH, nW)`` int16 number of blocks run per patch, or
+            ``None`` without routing.
+        thresholds: per branch, the threshold used for each frame in propagation order.
+        features: tapped trunk features, ``features[branch][m]`` is a list over frames (clip
+            order) of ``(B, C, H, W)``.
+    """
+
+    sr: torch.Tensor
+    executed: dict[str, torch.Tensor]
+    block_map: dict[str, torch.Tensor | None] = field(default_factory=dict)
+    thresholds: dict[str, list[float]] = field(default_factory=dict)
+    features: dict[str, dict[int, list[torch.Tensor]]] = field(default_factory=dict)
+
+
+class BasicVSR(nn.Module):
+    """Bidirectional recurrent x4 VSR: SpyNet alignment, two trunks, pixel-shuffle upsampler.
+
+    Args:
+        num_feat: feature channels (64 in the official models).
+        num_block: residual blocks per trunk (30 in the official models).
+        estimators: add one confidence estimator per branch (SkipVSR models).
+        shared_estimator: one linear layer for all blocks of a branch, as in the paper.
+    """
+
+    scale = 4
+
+    def __init__(
+        self,
+        num_feat: int = 64,
+        num_block: int = 30,
+        estimators: bool = False,
+        shared_estimator: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_feat = num_feat
+        self.num_block = num_block
+        self.spynet = SpyNet()
+        self.backward_trunk = Trunk(num_feat + 3, num_feat, num_block)
+        self.forward_trunk = Trunk(num_feat + 3, num_feat, num_block)
+        self.fusion = nn.Conv2d(num_feat * 2, num_feat, 1, 1, 0)
+        self.upconv1 = nn.Conv2d(num_feat, num_feat * 4, 3, 1, 1)
+        self.upconv2 = nn.Conv2d(num_feat, 64 * 4, 3, 1, 1)
+        self.conv_hr = nn.Conv2d(64, 64, 3, 1, 1)
+        self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
+        if estimators:
+            self.backward_estimator = ConfidenceEstimator(num_feat, num_block, shared_estimator)
+            self.forward_estimator = ConfidenceEstimator(num_feat, num_block, shared_estimator)
+        else:
+            self.backward_estimator = None
+            self.forward_estimator = None
+
+    @property
+    def has_estimators(self) -> bool:
+        return self.forward_estimator is not None
+
+    def compute_flows(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flows between neighbours of ``lr`` ``(B, T, 3, H, W)``.
+
+        Returns ``(backward, forward)``, each ``(B, T-1, 2, H, W)`` float32: ``backward[:, i]``
+        warps frame ``i+1``'s features onto frame ``i``, ``forward[:, i]`` frame ``i`` onto ``i+1``.
+        """
+        b, t, c, h, w = lr.shape
+        if t < 2:
+            empty = lr.new_zeros(b, 0, 2, h, w, dtype=torch.float32)
+            return empty, empty
+        a = lr[:, :-1].reshape(-1, c, h, w)
+        z = lr[:, 1:].reshape(-1, c, h, w)
+        backward = self.spynet(a, z).view(b, t - 1, 2, h, w)
+        forward = self.spynet(z, a).view(b, t - 1, 2, h, w)
+        return backward, forward
+
+    def upsample(self, back: torch.Tensor, fwd: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Fuse the two branches' features ``(B, C, H, W)`` and reconstruct ``(B, 3, 4H, 4W)``."""
+        out = F.leaky_relu(self.fusion(torch.cat([back, fwd], dim=1)), 0.1)
+        out = F.leaky_relu(F.pixel_shuffle(self.upconv1(out), 2), 0.1)
+        out = F.leaky_relu(F.pixel_shuffle(self.upconv2(out), 2), 0.1)
+        out = F.leaky_relu(self.conv_hr(out), 0.1)
+        out = self.conv_last(out)
+        base = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
+        return out + base.to(out.dtype)
+
+    def forward(
+        self,
+        lr: torch.Tensor,
+        route: Route | None = None,
+        flows: tuple[torch.Tensor, torch.Tensor] | None = None,
+        taps: tuple[int, ...] = (),
+    ) -> VSROutput:
+        """Super-resolve a clip.
+
+        Args:
+            lr: ``(B, T, 3, H, W)`` float in [0, 1], any ``H, W >= 1``.
+            route: how to skip residual blocks; ``None`` (or a route that runs everything)
+                is plain BasicVSR.
+            flows: precomputed ``(backward, forward)`` flows as from :meth:`compute_flows`
+                (e.g. cropped from a full frame in the tube protocol).
+            taps: trunk depths whose features to return (see :class:`Trunk`).
+
+        Returns:
+            :class:`VSROutput` with ``sr`` ``(B, T, 3, 4H, 4W)``.
+        """
+        if lr.dim() != 5 or lr.shape[2] != 3:
+            raise ValueError(f"lr must be (B, T, 3, H, W), got {tuple(lr.shape)}")
+        b, t, _, h, w = lr.shape
+        flows_backward, flows_forward = flows if flows is not None else self.compute_flows(lr)
+        routed = route is not None and not route.runs_everything()
+        grid = PatchGrid(h, w, route.cell) if routed else None
+        routers: dict[str, Router | None] = {}
+        for name, est in (("backward", self.backward_estimator),
+                          ("forward", self.forward_estimator)):
+            routers[name] = (
+                Router(route, grid, b, t, self.num_block, est, lr.device) if routed else None
+            )
+        features: dict[str, dict[int, list[torch.Tensor]]] = {n: {} for n in BRANCHES}
+
+        def step(name: str, trunk: Trunk, i: int, prop: torch.Tensor) -> torch.Tensor:
+            router = routers[name]
+            if router is not None:
+                router.start_frame(i)
+            out, tapped = trunk(torch.cat([lr[:, i], prop], dim=1), router, taps)
+            for m, f in tapped.items():
+                features[name].setdefault(m, [None] * t)[i] = f
+            return out
+
+        back_feats: list[torch.Tensor] = [None] * t  # type: ignore[list-item]
+        prop = lr.new_zeros(b, self.num_feat, h, w)
+        for i in range(t - 1, -1, -1):
+            if i < t - 1:
+                prop = flow_warp(prop, flows_backward[:, i])
+            prop = step("backward", self.backward_trunk, i, prop)
+            back_feats[i] = prop
+
+        outs = []
+        prop = torch.zeros_like(prop)
+        for i in range(t):
+            if i > 0:
+                prop = flow_warp(prop, flows_forward[:, i - 1])
+            prop = step("forward", self.forward_trunk, i, prop)
+            outs.append(self.upsample(back_feats[i], prop, lr[:, i]))
+            back_feats[i] = None  # release memory as we go
+
+        executed = {
+            n: (r.executed if r is not None else torch.ones(t, self.num_block))
+            for n, r in routers.items()
+        }
+        return VSROutput(
+            sr=torch.stack(outs, dim=1),
+            executed=executed,
+            block_map={n: (r.block_map if r is not None else None) for n, r in routers.items()},
+            thresholds={n: (r.thresholds if r is not None else []) for n, r in routers.items()},
+            features=features,
+        )

