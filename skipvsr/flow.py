@@ -95,7 +95,11 @@ class SpyNet(nn.Module):
         n, _, h0, w0 = refs[0].shape
         flow = refs[0].new_zeros(n, 2, h0 // 2, w0 // 2)
         for level, module in enumerate(self.basic_module):
-            up = F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=True) * 2.0
+            if flow.numel() == 0:  # a 1-pixel coarsest level: the initial flow is zero anyway
+                up = refs[level].new_zeros(n, 2, *refs[level].shape[2:])
+            else:
+                up = F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=True)
+                up = up * 2.0
             if up.shape[2] != refs[level].shape[2]:
                 up = F.pad(up, [0, 0, 0, 1], mode="replicate")
             if up.shape[3] != refs[level].shape[3]:

@@ -1,0 +1,5 @@
+import sys
+
+from skipvsr.cli import main
+
+sys.exit(main())
