@@ -14,7 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from skipvsr.flow import SpyNet, flow_warp
-from skipvsr.routing import ConfidenceEstimator, PatchGrid, Route, Router, run_residual_block
+from skipvsr.routing import (
+    ConfidenceEstimator,
+    PatchGrid,
+    Route,
+    Router,
+    masked_residual_block,
+    run_residual_block,
+)
 
 BRANCHES = ("backward", "forward")
 
@@ -68,6 +75,8 @@ class Trunk(nn.Module):
         for m, block in enumerate(self.blocks):
             if router is None:
                 h = block(h)
+            elif router.route.execution == "mask":
+                h = masked_residual_block(block, h, router.decide(m, h), router.grid)
             else:
                 h = run_residual_block(block, h, router.decide(m, h), router.grid)
             if m + 1 in taps:
@@ -88,6 +97,8 @@ class VSROutput:
         thresholds: per branch, the threshold used for each frame in propagation order.
         features: tapped trunk features, ``features[branch][m]`` is a list over frames (clip
             order) of ``(B, C, H, W)``.
+        scores: training only (``targets`` given): per branch, the router's log of
+            ``(frame, m, S, d)`` (see :meth:`skipvsr.routing.Router.decide`).
     """
 
     sr: torch.Tensor
@@ -95,6 +106,7 @@ class VSROutput:
     block_map: dict[str, torch.Tensor | None] = field(default_factory=dict)
     thresholds: dict[str, list[float]] = field(default_factory=dict)
     features: dict[str, dict[int, list[torch.Tensor]]] = field(default_factory=dict)
+    scores: dict[str, list] = field(default_factory=dict)
 
 
 class BasicVSR(nn.Module):
@@ -170,6 +182,8 @@ class BasicVSR(nn.Module):
         route: Route | None = None,
         flows: tuple[torch.Tensor, torch.Tensor] | None = None,
         taps: tuple[int, ...] = (),
+        targets: dict[str, dict[int, list[torch.Tensor]]] | None = None,
+        target_every: int = 6,
     ) -> VSROutput:
         """Super-resolve a clip.
 
@@ -180,6 +194,9 @@ class BasicVSR(nn.Module):
             flows: precomputed ``(backward, forward)`` flows as from :meth:`compute_flows`
                 (e.g. cropped from a full frame in the tube protocol).
             taps: trunk depths whose features to return (see :class:`Trunk`).
+            targets: training only: the teacher's ``features`` at depths ``target_every``,
+                ``2*target_every``, ... (as returned with ``taps``); the routers then log every
+                estimator score with its regression distance in ``scores``.
 
         Returns:
             :class:`VSROutput` with ``sr`` ``(B, T, 3, 4H, 4W)``.
@@ -188,13 +205,15 @@ class BasicVSR(nn.Module):
             raise ValueError(f"lr must be (B, T, 3, H, W), got {tuple(lr.shape)}")
         b, t, _, h, w = lr.shape
         flows_backward, flows_forward = flows if flows is not None else self.compute_flows(lr)
-        routed = route is not None and not route.runs_everything()
+        routed = route is not None and (not route.runs_everything() or targets is not None)
         grid = PatchGrid(h, w, route.cell) if routed else None
         routers: dict[str, Router | None] = {}
         for name, est in (("backward", self.backward_estimator),
                           ("forward", self.forward_estimator)):
             routers[name] = (
-                Router(route, grid, b, t, self.num_block, est, lr.device) if routed else None
+                Router(route, grid, b, t, self.num_block, est, lr.device,
+                       None if targets is None else targets[name], target_every)
+                if routed else None
             )
         features: dict[str, dict[int, list[torch.Tensor]]] = {n: {} for n in BRANCHES}
 
@@ -234,4 +253,5 @@ class BasicVSR(nn.Module):
             block_map={n: (r.block_map if r is not None else None) for n, r in routers.items()},
             thresholds={n: (r.thresholds if r is not None else []) for n, r in routers.items()},
             features=features,
+            scores={n: (r.log if r is not None else []) for n, r in routers.items()},
         )

@@ -59,6 +59,9 @@ class Route:
             into a grid of ``cell x cell`` patches; a batch element no larger than ``cell`` is
             one patch (the paper's tube protocol).
         seed: seed of the ``random`` policy.
+        execution: ``gather`` runs blocks only on the selected patches (inference: saves
+            time); ``mask`` runs every block everywhere and keeps the update only on the
+            selected patches (training: differentiable, every decision still applied).
     """
 
     policy: str = "learned"
@@ -68,6 +71,7 @@ class Route:
     block_budget: float | None = None
     cell: int = 32
     seed: int = 0
+    execution: str = "gather"
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -82,6 +86,8 @@ class Route:
             raise ValueError(f"budget must be in (0, 1], got {self.budget}")
         if self.cell < 4:
             raise ValueError(f"cell must be >= 4 LR pixels, got {self.cell}")
+        if self.execution not in ("gather", "mask"):
+            raise ValueError(f"execution must be 'gather' or 'mask', got {self.execution!r}")
         if self.policy != "learned" and self.keep is None and self.block_budget is None:
             raise ValueError(f"policy {self.policy!r} needs keep or budget")
 
@@ -192,6 +198,8 @@ class Router:
         num_blocks: int,
         estimator: ConfidenceEstimator | None,
         device: torch.device,
+        targets: dict[int, list[torch.Tensor]] | None = None,
+        target_every: int = 6,
     ) -> None:
         if route.policy == "learned" and estimator is None and not route.runs_everything():
             raise ValueError(
@@ -216,6 +224,9 @@ class Router:
         self._plan: torch.Tensor | None = None
         self._scores: list[torch.Tensor] = []
         self._tau = route.threshold
+        self.targets = targets
+        self.target_every = target_every
+        self.log: list[tuple[int, int, torch.Tensor, torch.Tensor | None]] = []
 
     # -- per frame -------------------------------------------------------------------------
     def start_frame(self, frame: int) -> None:
@@ -263,25 +274,52 @@ class Router:
         return min(max(tau, 0.0), 0.999999)
 
     # -- per block -------------------------------------------------------------------------
+    def target_layer(self, m: int) -> int:
+        """The teacher depth whose features supervise the decision before block ``m``."""
+        return self.target_every * (m // self.target_every + 1)
+
     def decide(self, m: int, h: torch.Tensor) -> torch.Tensor:
-        """Which patches run block ``m`` on features ``h`` ``(B, C, H, W)``: ``(B, nH, nW)`` bool."""
+        """Which patches run block ``m`` on features ``h`` ``(B, C, H, W)``: ``(B, nH, nW)`` bool.
+
+        With ``targets`` (training), every estimator score is logged in :attr:`log` as
+        ``(frame, m, S, d)`` where ``d`` ``(B, nH, nW)`` is the per-patch RMS distance of ``h``
+        to the teacher's features at :meth:`target_layer`.
+        """
         r = self.route
-        if r.policy != "learned":
+        if r.policy != "learned" and self.targets is None:
             run = self._plan[m]
         else:
             prev = self.prev[m]
             self.prev[m] = h.detach()
-            if prev is None:
+            score = None
+            if prev is not None and self.estimator is not None:
+                score = self.estimator(m, self.grid.pool((h.detach() - prev).abs()))
+                self._scores.append(score.detach())
+            if self.targets is not None and score is not None:
+                target = self.targets[self.target_layer(m)][self.frame]
+                d = self.grid.pool((h.detach() - target).pow(2).mean(1, keepdim=True))
+                self.log.append((self.frame, m, score, d[:, 0].sqrt()))
+            if r.policy != "learned":
+                run = self._plan[m]
+            elif score is None:
                 run = torch.ones(self.batch, self.grid.rows, self.grid.cols, dtype=torch.bool,
                                  device=self.device)
             else:
-                pooled = self.grid.pool((h - prev).abs())
-                score = self.estimator(m, pooled)
-                self._scores.append(score.detach())
-                run = score <= 1.0 - self._tau
+                run = score.detach() <= 1.0 - self._tau
         self.executed[self.frame, m] = float((run.float() * self.area).sum()) / self.total_area
         self.block_map[:, self.frame] += run.to("cpu", torch.int16)
         return run
+
+
+def masked_residual_block(
+    block: nn.Module, h: torch.Tensor, run: torch.Tensor, grid: PatchGrid
+) -> torch.Tensor:
+    """Training form of :func:`run_residual_block`: the block runs everywhere and its update
+    is kept where ``run`` (``(B, nH, nW)`` bool or float in [0, 1]); differentiable."""
+    mask = run.to(h.dtype)[:, None]
+    mask = mask.repeat_interleave(grid.cell, 2).repeat_interleave(grid.cell, 3)
+    mask = mask[..., : grid.height, : grid.width]
+    return h + mask * (block(h) - h)
 
 
 def run_residual_block(

@@ -221,20 +221,27 @@ def format_info(info: MediaInfo) -> str:
 # --------------------------------------------------------------------------- reading
 
 
+def _png_bit_depth(path: Path) -> int | None:
+    """Bit depth from a PNG's IHDR chunk (Pillow silently reduces 16-bit RGB to 8 bits)."""
+    with open(path, "rb") as f:
+        head = f.read(25)
+    if len(head) == 25 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return head[24]
+    return None
+
+
 def _check_image(path: Path, expected_size: tuple[int, int] | None) -> np.ndarray:
     """Load one frame file as ``(H, W, 3) uint8``; anything but 8-bit RGB is an error."""
     try:
         with Image.open(path) as im:
             im.load()
             mode = im.mode
-            raw = getattr(im, "png", None)
-            rawmode = getattr(im, "_png_rawmode", None) or (raw.im_rawmode if raw else "")
             if mode != "RGB":
                 raise MediaError(
                     f"input: {path} has image mode {mode} (expected 8-bit RGB; "
                     "convert grayscale/alpha/palette frames first)"
                 )
-            if rawmode and "16" in rawmode:
+            if _png_bit_depth(path) not in (None, 8):
                 raise MediaError(f"input: {path} is 16-bit per channel (expected 8-bit RGB)")
             arr = np.asarray(im, dtype=np.uint8)
     except MediaError:
