@@ -68,6 +68,7 @@ class Upscaler:
         self.device = torch.device(device)
         self.precision = precision
         self.model = model.to(self.device).eval()
+        self.net = cost.NetworkShape(model.num_feat, model.num_block)
 
     def make_route(
         self,
@@ -83,7 +84,7 @@ class Upscaler:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
         block_budget = None
         if budget is not None:
-            block_budget = cost.block_fraction_for_budget(budget)
+            block_budget = cost.block_fraction_for_budget(budget, self.net)
             if threshold:
                 raise ValueError("give either threshold or budget, not both")
         elif policy != "learned" and keep is None:
@@ -188,9 +189,8 @@ class Upscaler:
             )
         seconds = time.perf_counter() - start
         block_fraction = float(sum(e.mean() for e in executed) / len(executed))
-        net = cost.NetworkShape(self.model.num_feat, self.model.num_block)
-        full = cost.full_macs_per_pixel(net) * pixels
-        fixed = cost.fixed_macs_per_pixel(net) * pixels
+        full = cost.full_macs_per_pixel(self.net) * pixels
+        fixed = cost.fixed_macs_per_pixel(self.net) * pixels
         done = fixed + (full - fixed) * block_fraction
         stats = UpscaleStats(
             frames=t,

@@ -50,12 +50,9 @@ def _cubic(x: np.ndarray) -> np.ndarray:
     return near + far
 
 
-def _resize_matrix(in_len: int, scale: float, out_len: int) -> np.ndarray:
-    """Dense ``(out_len, in_len)`` float64 matrix of MATLAB bicubic weights along one axis.
-
-    Mirrored taps are folded back onto the in-image pixels they read, so that applying the
-    matrix equals MATLAB's gather-then-weight with symmetric padding.
-    """
+def _resize_taps(in_len: int, scale: float, out_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """MATLAB bicubic taps along one axis: weights ``(out_len, P)`` float64 (rows sum to 1) and
+    0-based source indices ``(out_len, P)`` int64, with out-of-range taps mirrored."""
     width = 4.0
     if scale < 1:  # antialiasing: stretch the kernel by 1/scale
         width = width / scale
@@ -71,11 +68,20 @@ def _resize_matrix(in_len: int, scale: float, out_len: int) -> np.ndarray:
         w = _cubic(dist)
     w = w / w.sum(axis=1, keepdims=True)
     # symmetric padding: 1..n, n..1, repeated
-    period = np.concatenate([np.arange(1, in_len + 1), np.arange(in_len, 0, -1)])
-    src = period[np.mod(idx.astype(np.int64) - 1, 2 * in_len)] - 1  # 0-based
+    period = np.concatenate([np.arange(in_len), np.arange(in_len - 1, -1, -1)])
+    src = period[np.mod(idx.astype(np.int64) - 1, 2 * in_len)]
+    return w, src
+
+
+def _resize_matrix(in_len: int, scale: float, out_len: int) -> np.ndarray:
+    """The taps of :func:`_resize_taps` as a dense ``(out_len, in_len)`` float64 matrix.
+
+    Mirrored taps are added onto the pixels they read. A BLAS matrix product with this matrix
+    is faster than gathering the taps, and gives the same uint8 result on the Vid4 frames.
+    """
+    w, src = _resize_taps(in_len, scale, out_len)
     mat = np.zeros((out_len, in_len), dtype=np.float64)
-    rows = np.repeat(np.arange(out_len), taps)
-    np.add.at(mat, (rows, src.ravel()), w.ravel())
+    np.add.at(mat, (np.repeat(np.arange(out_len), w.shape[1]), src.ravel()), w.ravel())
     return mat
 
 
@@ -103,7 +109,7 @@ def imresize_bicubic(img: np.ndarray, scale: float) -> np.ndarray:
     h, w = x.shape[:2]
     out_h, out_w = int(math.ceil(h * scale - 1e-9)), int(math.ceil(w * scale - 1e-9))
     # equal scales: MATLAB resizes dimension 1 (height) first
-    x = np.tensordot(_resize_matrix(h, scale, out_h), x, axes=(1, 0))
+    x = np.tensordot(_resize_matrix(h, scale, out_h), x, axes=(1, 0))  # (out_h, W, ...)
     x = np.moveaxis(np.tensordot(_resize_matrix(w, scale, out_w), x, axes=(1, 1)), 0, 1)
     return _to_uint8(x) if is_uint8 else x
 

@@ -28,8 +28,8 @@ SSIM_SIGMA = 1.5
 def rgb_to_y(img: np.ndarray) -> np.ndarray:
     """MATLAB ``rgb2ycbcr`` luma of ``(H, W, 3)`` RGB in [0, 255] -> ``(H, W)`` float64 in
     [16, 235], not rounded."""
-    x = np.asarray(img, dtype=np.float64) / 255.0
-    return 16.0 + 65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]
+    x = np.asarray(img, dtype=np.float64)
+    return 16.0 + x @ np.array([65.481, 128.553, 24.966]) / 255.0
 
 
 def _prepare(

@@ -323,7 +323,11 @@ def masked_residual_block(
 
 
 def run_residual_block(
-    block: nn.Module, h: torch.Tensor, run: torch.Tensor, grid: PatchGrid
+    block: nn.Module,
+    h: torch.Tensor,
+    run: torch.Tensor,
+    grid: PatchGrid,
+    always_gather: bool = False,
 ) -> torch.Tensor:
     """Apply ``block`` (``h + conv2(relu(conv1(h)))``) only on the patches where ``run``.
 
@@ -335,14 +339,16 @@ def run_residual_block(
     Returns:
         ``(B, C, H, W)``; patches that do not run keep ``h``. Running patches equal the full
         block's output up to float summation order: the 2-pixel halo comes from the current
-        neighbours and zero padding is reproduced at the frame border.
+        neighbours and zero padding is reproduced at the frame border. ``always_gather``
+        disables the shortcuts for all-run and none-run masks (for tests).
     """
-    if bool(run.all()):
-        return block(h)
-    if not bool(run.any()):
-        return h
+    if not always_gather:
+        if bool(run.all()):
+            return block(h)
+        if not bool(run.any()):
+            return h
     b_idx, r_idx, c_idx = run.nonzero(as_tuple=True)
-    if grid.single:
+    if grid.single and not always_gather:
         out = h.clone()
         out[b_idx] = block(h[b_idx])
         return out

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -133,9 +131,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     ``generator.`` prefixes) or plain checkpoint, loaded with ``weights_only=True``."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path}: file not found") from None
+    except Exception as e:  # untrusted file: any failure to parse means "not a checkpoint"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path}: not a loadable weights-only file ({first})")
+        raise CheckpointError(
+            f"checkpoint {path}: not a loadable weights-only file ({first})"
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path}: expected a dict of tensors, got {type(obj)}")
     for key in ("params_ema", "params", "state_dict", "model"):

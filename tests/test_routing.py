@@ -1,0 +1,132 @@
+"""Routing mechanics on tiny random models: exactness of gather/scatter, budgets, policies."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skipvsr import cost
+from skipvsr.backbone import ResidualBlock
+from skipvsr.routing import POLICIES, PatchGrid, Route, frozen_keep_mask, run_residual_block
+from tests.conftest import moving_clip, tiny_model
+
+
+@pytest.mark.parametrize("h,w,cell", [(23, 37, 8), (16, 16, 8), (9, 30, 32), (40, 24, 16)])
+def test_gathered_block_equals_full_block_on_running_patches(h, w, cell):
+    torch.manual_seed(1)
+    block = ResidualBlock(8).eval()
+    x = torch.randn(2, 8, h, w)
+    grid = PatchGrid(h, w, cell)
+    run = torch.rand(2, grid.rows, grid.cols) > 0.5
+    with torch.no_grad():
+        full = block(x)
+        got = run_residual_block(block, x, run, grid, always_gather=True)
+    pix = run.repeat_interleave(grid.cell, 1).repeat_interleave(grid.cell, 2)[:, :h, :w]
+    pix = pix[:, None].expand_as(x)
+    assert torch.allclose(got[pix], full[pix], atol=1e-5)
+    assert torch.equal(got[~pix], x[~pix])
+
+
+def test_all_run_mask_through_gather_equals_no_routing():
+    torch.manual_seed(2)
+    block = ResidualBlock(8).eval()
+    x = torch.randn(1, 8, 21, 26)
+    grid = PatchGrid(21, 26, 8)
+    run = torch.ones(1, grid.rows, grid.cols, dtype=torch.bool)
+    with torch.no_grad():
+        got = run_residual_block(block, x, run, grid, always_gather=True)
+        full = block(x)
+    assert (got - full).abs().max() < 1e-5
+
+
+def test_threshold_zero_is_bit_identical_to_plain():
+    model = tiny_model()
+    lr = moving_clip()[None]
+    with torch.no_grad():
+        plain = model(lr).sr
+        routed = model(lr, Route(policy="learned", threshold=0.0)).sr
+    assert torch.equal(plain, routed)
+
+
+def test_gather_equals_mask_execution():
+    model = tiny_model()
+    lr = moving_clip()[None]
+    for route in (Route(threshold=0.5, cell=8), Route(policy="random", keep=0.5, cell=8)):
+        with torch.no_grad():
+            a = model(lr, route).sr
+            b = model(lr, Route(**{**route.__dict__, "execution": "mask"})).sr
+        assert (a - b).abs().max() < 1e-5
+
+
+def test_higher_threshold_skips_more():
+    model = tiny_model()
+    lr = moving_clip()[None]
+    fractions = []
+    for tau in (0.0, 0.3, 0.6, 0.9):
+        with torch.no_grad():
+            out = model(lr, Route(threshold=tau, cell=8))
+        fractions.append(float(torch.stack(list(out.executed.values())).mean()))
+    assert fractions[0] == 1.0
+    assert all(a >= b for a, b in zip(fractions, fractions[1:], strict=False))
+    assert fractions[-1] < 0.9
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("budget", [0.8, 0.63, 0.43])
+def test_budget_is_reached_within_two_percent(policy, budget):
+    model = tiny_model()
+    lr = moving_clip(t=12, h=32, w=40)[None]
+    block_budget = cost.block_fraction_for_budget(budget)
+    route = Route(policy=policy, block_budget=block_budget, cell=8)
+    with torch.no_grad():
+        out = model(lr, route)
+    executed = float(torch.stack(list(out.executed.values())).mean())
+    mac_fraction = 1 - cost.block_share() * (1 - executed)
+    assert abs(mac_fraction - budget) <= 0.02, (policy, mac_fraction)
+
+
+def test_frozen_keep_masks():
+    assert frozen_keep_mask("shallow", 3, 6).tolist() == [1, 1, 1, 0, 0, 0]
+    assert frozen_keep_mask("deep", 2, 6).tolist() == [0, 0, 0, 0, 1, 1]
+    assert frozen_keep_mask("uniform", 3, 6).tolist() == [0, 1, 0, 1, 0, 1]
+    assert int(frozen_keep_mask("uniform", 22, 30).sum()) == 22
+
+
+def test_random_policy_is_seeded():
+    model = tiny_model()
+    lr = moving_clip()[None]
+    with torch.no_grad():
+        a = model(lr, Route(policy="random", keep=0.5, cell=8, seed=3))
+        b = model(lr, Route(policy="random", keep=0.5, cell=8, seed=3))
+        c = model(lr, Route(policy="random", keep=0.5, cell=8, seed=4))
+    assert torch.equal(a.sr, b.sr)
+    assert not torch.equal(a.sr, c.sr)  # same count per patch, other blocks
+
+
+def test_learned_policy_needs_estimators():
+    model = tiny_model(estimators=False)
+    with pytest.raises(ValueError, match="confidence estimators"):
+        model(moving_clip()[None], Route(threshold=0.5))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"policy": "nope"}, "policy must be one of"),
+        ({"threshold": 1.0}, r"threshold must be in \[0, 1\)"),
+        ({"threshold": -0.1}, "threshold"),
+        ({"policy": "shallow"}, "needs keep or budget"),
+        ({"policy": "shallow", "keep": 1.5}, "keep must be in"),
+        ({"cell": 2}, "cell must be"),
+    ],
+)
+def test_route_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Route(**kwargs)
+
+
+def test_patch_grid_pool_averages_valid_pixels_only():
+    grid = PatchGrid(5, 7, 4)
+    x = torch.ones(1, 1, 5, 7)
+    assert torch.equal(grid.pool(x), torch.ones(1, 1, 2, 2))
+    assert grid.area(torch.device("cpu")).tolist() == [[16, 12], [4, 3]]
