@@ -165,6 +165,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from skipvsr.streaming import upscale_media
 
     kwargs = routing_kwargs(args)
+    if args.tile is not None:
+        if kwargs["mode"] == "patch":
+            raise UsageError("--tile and --patch both split frames: give one of them")
+        # Tiles with a 16-pixel LR overlap, flow computed once per full frame.
+        kwargs.update(mode="patch", patch=args.tile, stride=max(args.tile - 16, 1),
+                      tube_flow=False)
     model = skipvsr.load(args.model or default_model(), device=args.device,
                          precision=args.precision)
     if kwargs["policy"] == "learned" and not model.model.has_estimators and (
@@ -179,9 +185,13 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         sr, stats = model.upscale(lr, **kwargs)
         return sr, stats.as_dict()
 
+    chunking = {}
+    if args.chunk is not None:
+        chunking["chunk"] = args.chunk
+    if args.chunk_overlap is not None:
+        chunking["overlap"] = args.chunk_overlap
     summary = upscale_media(
-        args.input, args.output, upscale_fn,
-        chunk=args.chunk, overlap=args.chunk_overlap, tile=args.tile,
+        args.input, args.output, upscale_fn, **chunking,
         max_frames=args.max_frames, start=args.start, crf=args.crf, codec=args.codec,
         overwrite=args.overwrite, quiet=args.quiet,
     )
@@ -246,7 +256,7 @@ def _extra_commands():
     """Subcommands that live beside their concept (evaluation, degradation, training)."""
     out = []
     for module, attr in (("skipvsr.evaluate", "register"), ("skipvsr.degradation", "register"),
-                         ("skipvsr.training", "register")):
+                         ("skipvsr.training", "register"), ("skipvsr.demo", "register")):
         try:
             mod = __import__(module, fromlist=[attr])
         except ModuleNotFoundError as e:

@@ -162,6 +162,7 @@ def upscale_media(
     overwrite: bool = False,
     quiet: bool = False,
     progress: bool = True,
+    scale: float = 4,
 ) -> dict:
     """Upscale ``input`` (video file or PNG/JPG folder) x4 into ``output`` (video or folder).
 
@@ -173,7 +174,8 @@ def upscale_media(
 
     Returns a summary dict: ``frames``, ``seconds``, ``fps``, ``chunks`` (list of per-chunk
     stats), ``processed_frames`` (including overlap), ``mac_fraction`` (frame-weighted mean
-    or None), ``messages`` (notes such as audio re-encoding) and ``output``.
+    or None), ``messages`` (notes such as audio re-encoding) and ``output``. ``scale`` is the
+    factor of ``upscale_fn`` (4; the demo uses a downscaling function with 1/8).
     """
     _validate_args(chunk, overlap, crf)
     check_output(output, overwrite=overwrite)
@@ -207,8 +209,8 @@ def upscale_media(
 
         sink = FrameSink(
             output,
-            width=4 * source.width,
-            height=4 * source.height,
+            width=round(scale * source.width),
+            height=round(scale * source.height),
             source=source,
             fps=source.fps,
             time_base=source.time_base,
@@ -244,7 +246,8 @@ def upscale_media(
                     raise MediaError(f"input: frames are {lr.shape[-1]}x{lr.shape[-2]}")
                 with torch.inference_mode():
                     sr, stats = upscale_fn(lr)
-                expected = (lr.shape[0], 3, 4 * lr.shape[-2], 4 * lr.shape[-1])
+                expected = (lr.shape[0], 3, round(scale * lr.shape[-2]),
+                            round(scale * lr.shape[-1]))
                 if tuple(sr.shape) != expected:
                     raise MediaError(
                         f"upscale_fn: returned shape {tuple(sr.shape)} (expected {expected})"

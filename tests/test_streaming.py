@@ -78,7 +78,11 @@ def test_video_round_trip_through_streaming(tmp_path, capsys):
 
 
 def test_tiny_basicvsr_chunked_close_to_whole(tmp_path):
-    """Real recurrence: chunking changes results slightly; measured ~50 dB at overlap 2."""
+    """Real recurrence: chunking changes results slightly.
+
+    Measured 67-75 dB PSNR against whole-sequence here (random weights barely propagate);
+    the threshold only catches gross mistakes such as misaligned or duplicated frames.
+    """
     from skipvsr.backbone import BasicVSR
 
     torch.manual_seed(0)
@@ -89,9 +93,9 @@ def test_tiny_basicvsr_chunked_close_to_whole(tmp_path):
 
     folder = tmp_path / "in"
     folder.mkdir()
-    for i in range(10):
-        Image.fromarray(frame_image(i, 16, 16)).save(folder / f"{i}.png")
-    upscale_media(folder, tmp_path / "out", fn, chunk=4, overlap=2, quiet=True)
+    for i in range(6):
+        Image.fromarray(frame_image(i, 12, 8)).save(folder / f"{i}.png")
+    upscale_media(folder, tmp_path / "out", fn, chunk=2, overlap=1, quiet=True)
     with FrameSource(folder) as src, torch.inference_mode():
         whole = fn(to_tensor([f for f, _, _ in src]))[0]
     whole = whole.mul(255).round().permute(0, 2, 3, 1).numpy()

@@ -1,0 +1,66 @@
+"""Peak memory of streaming must not grow with video length.
+
+Generates synthetic clips of N frames (default 100 and 1000, 64x48, with AAC audio), then
+runs :func:`skipvsr.streaming.upscale_media` with a cheap bilinear stand-in model in a fresh
+subprocess per clip and reports its peak RSS (``resource.getrusage``).
+
+    python benchmarks/stream_memory.py --frames 100 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import av
+import numpy as np
+
+CHILD = """
+import resource, sys
+from skipvsr.streaming import bilinear_upscale, upscale_media
+s = upscale_media(sys.argv[1], sys.argv[2], bilinear_upscale, quiet=True)
+print(s["frames"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def make_clip(path: Path, n: int, w: int = 64, h: int = 48) -> None:
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        for i in range(n):
+            img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            for p in vs.encode(frame):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, nargs="+", default=[100, 1000])
+    args = p.parse_args()
+    peaks = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.frames:
+            clip = Path(tmp) / f"in{n}.mp4"
+            make_clip(clip, n)
+            res = subprocess.run(
+                [sys.executable, "-c", CHILD, str(clip), str(Path(tmp) / f"out{n}.mp4")],
+                check=True, capture_output=True, text=True,
+            )  # fmt: skip
+            frames, kib = res.stdout.split()[-2:]
+            peaks[n] = int(kib) / 1024
+            print(f"{frames} frames: peak RSS {peaks[n]:.1f} MiB")
+    if len(peaks) > 1:
+        lo, hi = min(peaks), max(peaks)
+        print(f"ratio {hi} vs {lo} frames: {peaks[hi] / peaks[lo]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
