@@ -1,0 +1,55 @@
+"""CLI exit codes and one-line errors for bad arguments."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from skipvsr.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "skipvsr", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["macs", "--budget", "0.1"], "budget must be in [0.246, 1]"),
+        (["macs", "--size", "180by320"], "size must be HxW"),
+        (["upscale", "x", "-o", "y", "--threshold", "1.5"], "threshold must be in [0.0, 1.0)"),
+        (["upscale", "x", "-o", "y", "--policy", "best"], "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2(args, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_unknown_model_is_one_line_exit_1(tmp_path):
+    (tmp_path / "in").mkdir()
+    r = run_cli("upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", "nope")
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0
+    assert "model must be one of" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_frozen_policy_without_budget_is_usage_error(tmp_path):
+    r = run_cli("upscale", str(tmp_path), "-o", str(tmp_path / "o"), "--policy", "shallow")
+    assert r.returncode == 2
+    assert "--policy shallow needs --budget" in r.stderr
+
+
+def test_not_a_checkpoint_is_one_line(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_text("nope")
+    r = run_cli("upscale", str(tmp_path), "-o", str(tmp_path / "o"), "--model", str(bad))
+    assert r.returncode == 1
+    assert "not a loadable weights-only file" in r.stderr
+    assert "Traceback" not in r.stderr
