@@ -55,8 +55,9 @@ def real_frames(t: int, h: int, w: int) -> torch.Tensor:
             if len(frames) == t:
                 break
     clip = torch.stack(frames).permute(0, 3, 1, 2).float() / 255
-    return torch.nn.functional.interpolate(clip, size=(h, w), mode="bilinear",
-                                           antialias=True).clamp(0, 1)
+    return torch.nn.functional.interpolate(
+        clip, size=(h, w), mode="bilinear", antialias=True
+    ).clamp(0, 1)
 
 
 def median_time(fn, repeats: int) -> float:
@@ -85,8 +86,9 @@ def trunk_time(model: BasicVSR, lr: torch.Tensor, keep: float | None, repeats: i
         for trunk in (model.backward_trunk, model.forward_trunk):
             router = None
             if route is not None:
-                router = Router(route, PatchGrid(h, w, route.cell), b, t, model.num_block, None,
-                                lr.device)
+                router = Router(
+                    route, PatchGrid(h, w, route.cell), b, t, model.num_block, None, lr.device
+                )
             feat = lr.new_zeros(b, model.num_feat, h, w)
             for i in range(t):
                 if router is not None:
@@ -110,8 +112,11 @@ def main() -> int:
     model = up.model
     lr = real_frames(args.frames, h, w)
     res: dict = {
-        "size": [h, w], "frames": args.frames, "repeats": args.repeats,
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "size": [h, w],
+        "frames": args.frames,
+        "repeats": args.repeats,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "gmacs_per_frame": cost.gmacs_per_frame(h, w),
     }
@@ -138,16 +143,16 @@ def main() -> int:
     routed = []
     for keep in (0.75, 0.5, 0.25):
         trunks = trunk_time(model, lr[None], keep, args.repeats)
-        whole = median_time(
-            lambda k=keep: up.upscale(lr, policy="random", keep=k), args.repeats
-        )
+        whole = median_time(lambda k=keep: up.upscale(lr, policy="random", keep=k), args.repeats)
         mac_fraction = 1 - cost.block_share() * (1 - keep)
-        routed.append({
-            "executed_block_fraction": keep,
-            "mac_fraction": mac_fraction,
-            "trunk_wall_fraction": trunks / full_trunks,
-            "routed_wall_fraction": whole / t_ours,
-        })
+        routed.append(
+            {
+                "executed_block_fraction": keep,
+                "mac_fraction": mac_fraction,
+                "trunk_wall_fraction": trunks / full_trunks,
+                "routed_wall_fraction": whole / t_ours,
+            }
+        )
     res["routed"] = routed
     text = json.dumps(res, indent=2)
     print(text)

@@ -36,6 +36,7 @@ def reference_forward(model: BasicVSR, lr: torch.Tensor) -> torch.Tensor:
         x = F.leaky_relu(F.pixel_shuffle(model.upconv2(x), 2), 0.1)
         x = F.leaky_relu(model.conv_hr(x), 0.1)
         x = model.conv_last(x)
-        out.append(x + F.interpolate(lr[:, i], scale_factor=4, mode="bilinear",
-                                     align_corners=False))
+        out.append(
+            x + F.interpolate(lr[:, i], scale_factor=4, mode="bilinear", align_corners=False)
+        )
     return torch.stack(out, 1)

@@ -89,8 +89,15 @@ class Upscaler:
                 raise ValueError("give either threshold or budget, not both")
         elif policy != "learned" and keep is None:
             raise ValueError(f"policy {policy!r} needs budget or keep")
-        return Route(policy=policy, threshold=threshold, keep=keep, budget=budget,
-                     block_budget=block_budget, cell=cell, seed=seed)
+        return Route(
+            policy=policy,
+            threshold=threshold,
+            keep=keep,
+            budget=budget,
+            block_budget=block_budget,
+            cell=cell,
+            seed=seed,
+        )
 
     def _forward(self, lr: torch.Tensor, route: Route, flows=None) -> VSROutput:
         if self.precision == "bf16":
@@ -143,8 +150,9 @@ class Upscaler:
             raise ValueError("lr must hold at least one frame")
         if h < MIN_LR_SIDE or w < MIN_LR_SIDE:
             raise ValueError(f"frames must be at least {MIN_LR_SIDE}x{MIN_LR_SIDE} LR, got {h}x{w}")
-        route = self.make_route(policy, threshold, budget, keep, patch if mode == "patch" else cell,
-                                seed)
+        route = self.make_route(
+            policy, threshold, budget, keep, patch if mode == "patch" else cell, seed
+        )
         lr = lr.to(self.device, torch.float32)
         start = time.perf_counter()
         if mode == "full":
@@ -165,8 +173,11 @@ class Upscaler:
                 flows = (layout.split(fb[0]), layout.split(ff[0]))
             srs, executed, maps, thresholds = [], [], [], []
             for s in range(0, len(tubes), tube_batch):
-                part = None if flows is None else (flows[0][s : s + tube_batch],
-                                                   flows[1][s : s + tube_batch])
+                part = (
+                    None
+                    if flows is None
+                    else (flows[0][s : s + tube_batch], flows[1][s : s + tube_batch])
+                )
                 out = self._forward(tubes[s : s + tube_batch], route, part)
                 srs.append(out.sr)
                 n = out.sr.shape[0]
@@ -183,9 +194,14 @@ class Upscaler:
                 rows = len(tube_starts(h, patch, stride))
                 routing_map = torch.cat(maps).view(rows, -1, t).permute(2, 0, 1)
             pixels = sum(bh * bw for _, _, bh, bw in layout.boxes)
-            spynet = 2 * max(t - 1, 0) * (
-                sum(cost.spynet_macs(bh, bw) for _, _, bh, bw in layout.boxes)
-                if tube_flow else cost.spynet_macs(h, w)
+            spynet = (
+                2
+                * max(t - 1, 0)
+                * (
+                    sum(cost.spynet_macs(bh, bw) for _, _, bh, bw in layout.boxes)
+                    if tube_flow
+                    else cost.spynet_macs(h, w)
+                )
             )
         seconds = time.perf_counter() - start
         block_fraction = float(sum(e.mean() for e in executed) / len(executed))

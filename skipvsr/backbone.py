@@ -208,12 +208,24 @@ class BasicVSR(nn.Module):
         routed = route is not None and (not route.runs_everything() or targets is not None)
         grid = PatchGrid(h, w, route.cell) if routed else None
         routers: dict[str, Router | None] = {}
-        for name, est in (("backward", self.backward_estimator),
-                          ("forward", self.forward_estimator)):
+        for name, est in (
+            ("backward", self.backward_estimator),
+            ("forward", self.forward_estimator),
+        ):
             routers[name] = (
-                Router(route, grid, b, t, self.num_block, est, lr.device,
-                       None if targets is None else targets[name], target_every)
-                if routed else None
+                Router(
+                    route,
+                    grid,
+                    b,
+                    t,
+                    self.num_block,
+                    est,
+                    lr.device,
+                    None if targets is None else targets[name],
+                    target_every,
+                )
+                if routed
+                else None
             )
         features: dict[str, dict[int, list[torch.Tensor]]] = {n: {} for n in BRANCHES}
 

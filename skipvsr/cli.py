@@ -72,25 +72,50 @@ def add_routing_args(p: argparse.ArgumentParser) -> None:
     """Model and routing flags shared by ``upscale`` and ``eval``."""
     from skipvsr.routing import POLICIES
 
-    p.add_argument("--model", default=None,
-                   help="registered name (see `skipvsr weights`) or checkpoint path "
-                        "(default: the shipped SkipVSR model if present, else basicvsr-vimeo-bi)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="registered name (see `skipvsr weights`) or checkpoint path "
+        "(default: the shipped SkipVSR model if present, else basicvsr-vimeo-bi)",
+    )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--threshold", type=_fraction("threshold", high_open=True), default=0.0,
-                   help="learned policy: a block runs on a patch iff its redundancy score "
-                        "S <= 1 - threshold; 0 = full network (default)")
-    g.add_argument("--budget", type=_budget, default=None,
-                   help="target MAC fraction (without SpyNet), e.g. 0.6")
+    g.add_argument(
+        "--threshold",
+        type=_fraction("threshold", high_open=True),
+        default=0.0,
+        help="learned policy: a block runs on a patch iff its redundancy score "
+        "S <= 1 - threshold; 0 = full network (default)",
+    )
+    g.add_argument(
+        "--budget",
+        type=_budget,
+        default=None,
+        help="target MAC fraction (without SpyNet), e.g. 0.6",
+    )
     p.add_argument("--policy", choices=POLICIES, default="learned")
     m = p.add_mutually_exclusive_group()
-    m.add_argument("--full-frame", dest="mode", action="store_const", const="full",
-                   help="whole frames, routing on a grid of --cell patches (default)")
-    m.add_argument("--patch", type=_positive_int("patch", 8), default=None,
-                   help="the paper's tube protocol: LR patch size (48)")
-    p.add_argument("--stride", type=_positive_int("stride"), default=46,
-                   help="tube stride with --patch (46)")
-    p.add_argument("--cell", type=_positive_int("cell", 4), default=32,
-                   help="routing patch size in LR pixels in full-frame mode (32)")
+    m.add_argument(
+        "--full-frame",
+        dest="mode",
+        action="store_const",
+        const="full",
+        help="whole frames, routing on a grid of --cell patches (default)",
+    )
+    m.add_argument(
+        "--patch",
+        type=_positive_int("patch", 8),
+        default=None,
+        help="the paper's tube protocol: LR patch size (48)",
+    )
+    p.add_argument(
+        "--stride", type=_positive_int("stride"), default=46, help="tube stride with --patch (46)"
+    )
+    p.add_argument(
+        "--cell",
+        type=_positive_int("cell", 4),
+        default=32,
+        help="routing patch size in LR pixels in full-frame mode (32)",
+    )
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy")
@@ -154,9 +179,11 @@ def cmd_macs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"{h}x{w} LR: {out['gmacs_per_frame']:.2f} GMAC/frame without SpyNet, "
-              f"SpyNet +{out['spynet_gmacs_per_frame']:.2f}, residual blocks "
-              f"{100 * out['block_share']:.1f} %")
+        print(
+            f"{h}x{w} LR: {out['gmacs_per_frame']:.2f} GMAC/frame without SpyNet, "
+            f"SpyNet +{out['spynet_gmacs_per_frame']:.2f}, residual blocks "
+            f"{100 * out['block_share']:.1f} %"
+        )
     return 0
 
 
@@ -169,12 +196,14 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         if kwargs["mode"] == "patch":
             raise UsageError("--tile and --patch both split frames: give one of them")
         # Tiles with a 16-pixel LR overlap, flow computed once per full frame.
-        kwargs.update(mode="patch", patch=args.tile, stride=max(args.tile - 16, 1),
-                      tube_flow=False)
-    model = skipvsr.load(args.model or default_model(), device=args.device,
-                         precision=args.precision)
-    if kwargs["policy"] == "learned" and not model.model.has_estimators and (
-        kwargs["threshold"] > 0 or kwargs["budget"] is not None
+        kwargs.update(mode="patch", patch=args.tile, stride=max(args.tile - 16, 1), tube_flow=False)
+    model = skipvsr.load(
+        args.model or default_model(), device=args.device, precision=args.precision
+    )
+    if (
+        kwargs["policy"] == "learned"
+        and not model.model.has_estimators
+        and (kwargs["threshold"] > 0 or kwargs["budget"] is not None)
     ):
         raise UsageError(
             f"model {args.model or default_model()!r} has no confidence estimators: use "
@@ -191,9 +220,16 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if args.chunk_overlap is not None:
         chunking["overlap"] = args.chunk_overlap
     summary = upscale_media(
-        args.input, args.output, upscale_fn, **chunking,
-        max_frames=args.max_frames, start=args.start, crf=args.crf, codec=args.codec,
-        overwrite=args.overwrite, quiet=args.quiet,
+        args.input,
+        args.output,
+        upscale_fn,
+        **chunking,
+        max_frames=args.max_frames,
+        start=args.start,
+        crf=args.crf,
+        codec=args.codec,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
     )
     if args.stats:
         Path(args.stats).write_text(json.dumps(summary, indent=2, default=str))
@@ -214,18 +250,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("upscale", help="x4 upscale a video file or a folder of frames")
     up.add_argument("input", help="video file (mp4, mkv, mov, webm, avi, ...) or frame folder")
-    up.add_argument("-o", "--output", required=True,
-                    help="output video (by extension) or folder of PNG frames")
+    up.add_argument(
+        "-o", "--output", required=True, help="output video (by extension) or folder of PNG frames"
+    )
     add_routing_args(up)
-    up.add_argument("--chunk", type=_positive_int("chunk"), default=None,
-                    help="frames per chunk (default: measured, see README)")
-    up.add_argument("--chunk-overlap", type=_positive_int("chunk-overlap", 0), default=None,
-                    help="warm-up frames on each side of a chunk, discarded")
-    up.add_argument("--tile", type=_positive_int("tile", 16), default=None,
-                    help="spatial tile size in LR pixels for frames too large for memory")
+    up.add_argument(
+        "--chunk",
+        type=_positive_int("chunk"),
+        default=None,
+        help="frames per chunk (default: measured, see README)",
+    )
+    up.add_argument(
+        "--chunk-overlap",
+        type=_positive_int("chunk-overlap", 0),
+        default=None,
+        help="warm-up frames on each side of a chunk, discarded",
+    )
+    up.add_argument(
+        "--tile",
+        type=_positive_int("tile", 16),
+        default=None,
+        help="spatial tile size in LR pixels for frames too large for memory",
+    )
     up.add_argument("--max-frames", type=_positive_int("max-frames"), default=None)
-    up.add_argument("--start", type=_fraction("start", 0.0, float("inf")), default=0.0,
-                    help="start time in seconds")
+    up.add_argument(
+        "--start",
+        type=_fraction("start", 0.0, float("inf")),
+        default=0.0,
+        help="start time in seconds",
+    )
     up.add_argument("--crf", type=_positive_int("crf", 0), default=18)
     up.add_argument("--codec", default="libx264")
     up.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -255,8 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands():
     """Subcommands that live beside their concept (evaluation, degradation, training)."""
     out = []
-    for module, attr in (("skipvsr.evaluate", "register"), ("skipvsr.degradation", "register"),
-                         ("skipvsr.training", "register"), ("skipvsr.demo", "register")):
+    for module, attr in (
+        ("skipvsr.evaluate", "register"),
+        ("skipvsr.degradation", "register"),
+        ("skipvsr.training", "register"),
+        ("skipvsr.demo", "register"),
+    ):
         try:
             mod = __import__(module, fromlist=[attr])
         except ModuleNotFoundError as e:

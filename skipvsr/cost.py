@@ -30,11 +30,11 @@ def spynet_macs(h: int, w: int) -> int:
     """MACs of one SpyNet call on an ``h x w`` pair (resized to multiples of 32)."""
     hp = math.ceil(h / SPYNET_MULTIPLE) * SPYNET_MULTIPLE
     wp = math.ceil(w / SPYNET_MULTIPLE) * SPYNET_MULTIPLE
-    per_pixel = sum(
-        conv_macs(SPYNET_CHANNELS[i], SPYNET_CHANNELS[i + 1], 7, 1) for i in range(5)
+    per_pixel = sum(conv_macs(SPYNET_CHANNELS[i], SPYNET_CHANNELS[i + 1], 7, 1) for i in range(5))
+    pixels = sum(
+        (hp >> (SPYNET_LEVELS - 1 - lv)) * (wp >> (SPYNET_LEVELS - 1 - lv))
+        for lv in range(SPYNET_LEVELS)
     )
-    pixels = sum((hp >> (SPYNET_LEVELS - 1 - lv)) * (wp >> (SPYNET_LEVELS - 1 - lv))
-                 for lv in range(SPYNET_LEVELS))
     return per_pixel * pixels
 
 

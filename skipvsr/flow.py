@@ -27,9 +27,7 @@ def pixel_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
     return torch.stack((gx, gy), dim=-1).unsqueeze(0)
 
 
-def flow_warp(
-    x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros"
-) -> torch.Tensor:
+def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
     """Warp ``x`` backwards along ``flow`` with bilinear sampling.
 
     Args:

@@ -302,8 +302,9 @@ class Router:
             if r.policy != "learned":
                 run = self._plan[m]
             elif score is None:
-                run = torch.ones(self.batch, self.grid.rows, self.grid.cols, dtype=torch.bool,
-                                 device=self.device)
+                run = torch.ones(
+                    self.batch, self.grid.rows, self.grid.cols, dtype=torch.bool, device=self.device
+                )
             else:
                 run = score.detach() <= 1.0 - self._tau
         self.executed[self.frame, m] = float((run.float() * self.area).sum()) / self.total_area
@@ -359,14 +360,16 @@ def run_residual_block(
     x = windows[b_idx, :, r_idx, c_idx]  # (n, C, c+4, c+4)
     # Valid-pixel masks: conv1's output outside the frame must read as zero padding for conv2,
     # and the update outside the frame must stay zero.
-    valid = torch.zeros(1, 1, grid.rows * c + 2 * HALO, grid.cols * c + 2 * HALO,
-                        dtype=h.dtype, device=h.device)
+    valid = torch.zeros(
+        1, 1, grid.rows * c + 2 * HALO, grid.cols * c + 2 * HALO, dtype=h.dtype, device=h.device
+    )
     valid[..., HALO : HALO + grid.height, HALO : HALO + grid.width] = 1
     vwin = valid[0, 0].unfold(0, c + 2 * HALO, c).unfold(1, c + 2 * HALO, c)[r_idx, c_idx]
     mid = F.relu(F.conv2d(x, block.conv1.weight, block.conv1.bias))
     mid = mid * vwin[:, None, 1:-1, 1:-1]
-    upd = F.conv2d(mid, block.conv2.weight, block.conv2.bias) * vwin[:, None, HALO:-HALO,
-                                                                     HALO:-HALO]
+    upd = (
+        F.conv2d(mid, block.conv2.weight, block.conv2.bias) * vwin[:, None, HALO:-HALO, HALO:-HALO]
+    )
     centre = hp[:, :, HALO:, HALO:].unfold(2, c, c).unfold(3, c, c)
     centre[b_idx, :, r_idx, c_idx] = x[:, :, HALO:-HALO, HALO:-HALO] + upd
     return hp[:, :, HALO : HALO + grid.height, HALO : HALO + grid.width]

@@ -263,8 +263,12 @@ def upscale_media(
                     raise MediaError(f"input: frames are {lr.shape[-1]}x{lr.shape[-2]}")
                 with torch.inference_mode():
                     sr, stats = upscale_fn(lr)
-                expected = (lr.shape[0], 3, round(scale * lr.shape[-2]),
-                            round(scale * lr.shape[-1]))
+                expected = (
+                    lr.shape[0],
+                    3,
+                    round(scale * lr.shape[-2]),
+                    round(scale * lr.shape[-1]),
+                )
                 if tuple(sr.shape) != expected:
                     raise MediaError(
                         f"upscale_fn: returned shape {tuple(sr.shape)} (expected {expected})"

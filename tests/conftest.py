@@ -30,7 +30,7 @@ def tiny_model(seed: int = 0, estimators: bool = True, num_feat: int = 8, num_bl
 
 
 def moving_clip(t: int = 6, h: int = 24, w: int = 28, seed: int = 0) -> torch.Tensor:
-    """``(T, 3, H, W)`` float32 in [0, 1]: a smooth random texture translating one pixel per frame."""
+    """``(T, 3, H, W)`` float32 in [0, 1]: a smooth texture moving one pixel per frame."""
     g = torch.Generator().manual_seed(seed)
     base = torch.rand(1, 3, h // 4 + 2, w // 4 + 2 + t, generator=g)
     big = torch.nn.functional.interpolate(

@@ -11,8 +11,9 @@ from skipvsr.cli import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "skipvsr", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "skipvsr", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize(
