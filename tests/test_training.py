@@ -1,0 +1,156 @@
+"""Training: config checks, loss goes down, resume is bit-identical, 2-process gloo == batch x2.
+
+Everything runs on a tiny random teacher (``teacher: init:0``, 8 channels, 4 blocks) over a
+synthetic cache of moving blocky frames made in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from skipvsr.degradation import degrade_bi
+from skipvsr.train_data import ClipSampler, load_split
+from skipvsr.training import (
+    build_student,
+    build_teacher,
+    load_config,
+    make_config,
+    make_optimizer,
+    sample_route,
+    train,
+    train_step,
+)
+
+
+def make_cache(root: Path, frames: int = 8, h: int = 64, w: int = 80) -> Path:
+    """Three clips (two train, one val) of an 8x8-block texture panning right 2 px a frame."""
+    rng = np.random.default_rng(0)
+    index = []
+    for name, split in (("a", "train"), ("b", "train"), ("v", "val")):
+        base = rng.integers(0, 256, size=(h // 8, w // 8 + frames, 3)).astype(np.uint8)
+        big = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))
+        hr = np.stack([big[:, 2 * k : 2 * k + w] for k in range(frames)])
+        d = root / split / name
+        d.mkdir(parents=True)
+        np.save(d / "hr.npy", hr)
+        np.save(d / "lr.npy", np.stack([degrade_bi(f) for f in hr]))
+        index.append({"name": name, "split": split, "frames": frames})
+    (root / "index.json").write_text(json.dumps(index))
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return make_cache(tmp_path_factory.mktemp("cache"))
+
+
+def tiny(cache: Path, run_dir: Path, **kw):
+    values = dict(
+        teacher="init:0", num_feat=8, num_block=4, target_every=2, tfa_interval=2, steps=4,
+        patch=12, num_frames=3, cell=6, data=str(cache), run_dir=str(run_dir), val_every=0,
+        threads=1, ckpt_minutes=1e6, lr=1e-3, full_prob=0.3, target="hr",
+    )  # fmt: skip
+    values.update(kw)
+    return make_config(values)
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown config key"):
+        make_config({"lerning_rate": 1.0})
+    with pytest.raises(ValueError, match="expected int"):
+        make_config({}, ["steps=ten"])
+    with pytest.raises(ValueError, match="schedule"):
+        make_config({"schedule": "half"})
+    (tmp_path / "c.yaml").write_text("steps: 7\nlr: 1\n")
+    cfg = load_config(tmp_path / "c.yaml", ["patch=16"])
+    assert (cfg.steps, cfg.lr, cfg.patch) == (7, 1.0, 16)
+
+
+def test_sampler_is_a_function_of_step(cache):
+    s = ClipSampler(load_split(cache, "train"), 3, 12, seed=1)
+    a, b = s.batch(5, 2), s.batch(5, 2)
+    assert torch.equal(a.lr, b.lr) and torch.equal(a.hr, b.hr)
+    assert a.lr.shape == (2, 3, 3, 12, 12) and a.hr.shape == (2, 3, 3, 48, 48)
+    assert torch.equal(s.batch(5, 1, rank=1, world=2).lr, a.lr[1:])
+
+
+@pytest.mark.parametrize("schedule", ["full", "estimator_only"])
+def test_steps_reduce_the_loss(cache, tmp_path, schedule):
+    torch.set_num_threads(1)
+    cfg = tiny(cache, tmp_path, schedule=schedule, estimator_lr=1e-2)
+    teacher = build_teacher(cfg)
+    student = build_student(cfg, teacher)
+    opt, _ = make_optimizer(cfg, student)
+    batch = ClipSampler(load_split(cache, "train"), 3, 12, seed=0).batch(0, 2)
+    route = sample_route(dataclasses.replace(cfg, full_prob=0.0), 0)
+    losses = []
+    for _ in range(6):
+        loss, _ = train_step(cfg, teacher, student, batch.lr, batch.hr, route)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < 0.95 * losses[0], losses
+    if schedule == "estimator_only":
+        ref = teacher.state_dict()
+        for k, v in student.state_dict().items():
+            assert "estimator" in k or torch.equal(v, ref[k]), k
+
+
+def test_resume_is_bit_identical(cache, tmp_path):
+    whole = train(tiny(cache, tmp_path / "whole"))
+    cut = tiny(cache, tmp_path / "cut", stop_after=2)
+    train(cut)
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["step"] == 2
+    resumed = train(dataclasses.replace(cut, stop_after=0), resume=True)
+    a = torch.load(whole, weights_only=False)
+    b = torch.load(resumed, weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for k, v in a["student"].items():
+        assert torch.equal(v, b["student"][k]), k
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, cfg) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
+    train(cfg)
+    dist.destroy_process_group()
+
+
+def test_two_gloo_processes_match_doubled_batch(cache, tmp_path):
+    # Threshold-0 routes only: a budget's adaptive threshold depends on the whole batch.
+    # adam_eps = 1 makes Adam's first steps linear in the gradient (with the default eps they
+    # are ~lr * sign(g), which flips for gradients that are ~0 up to summation order).
+    common = dict(full_prob=1.0, steps=2, device="cpu", adam_eps=1.0, lr=1.0, estimator_lr=1.0)
+    ddp = tiny(cache, tmp_path / "ddp", batch_size=1, **common)
+    mp.spawn(_worker, args=(2, _free_port(), ddp), nprocs=2, join=True)
+    single = train(tiny(cache, tmp_path / "single", batch_size=2, **common))
+    a = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)["student"]
+    b = torch.load(single, weights_only=False)["student"]
+    init = build_student(ddp, build_teacher(ddp)).state_dict()
+    moved = max(float((v - init[k]).abs().max()) for k, v in a.items())
+    assert moved > 1e-3  # the steps did change the weights
+    for k, v in a.items():  # updates are ~1e-3..1e-2: 1e-5 is float summation noise
+        torch.testing.assert_close(v, b[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
