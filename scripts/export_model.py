@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out")
     ap.add_argument("--fp16", action="store_true", help="store tensors as float16")
     args = ap.parse_args(argv)
-    state = torch.load(Path(args.run_dir) / "last.pt", map_location="cpu", weights_only=False)
+    state = torch.load(Path(args.run_dir) / "last.pt", map_location="cpu", weights_only=True)
     weights = {k: v.detach().clone() for k, v in state["student"].items()}
     if args.fp16:
         weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}

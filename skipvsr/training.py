@@ -68,6 +68,7 @@ class TrainConfig:
     num_feat: int = 64
     num_block: int = 30
     shared_estimator: bool = False
+    init: str = ""  # start the student from this run dir's last.pt or SkipVSR checkpoint
     # optimisation
     schedule: str = "full"  # full | estimator_only
     steps: int = 1000
@@ -207,6 +208,15 @@ def build_student(cfg: TrainConfig, teacher: BasicVSR) -> BasicVSR:
         with torch.no_grad():
             est.weight.copy_(torch.randn(est.weight.shape, generator=gen) * 1e-2)
             est.bias.zero_()
+    if cfg.init:
+        init = Path(cfg.init)
+        if init.is_dir():
+            weights = load_checkpoint(init / "last.pt")["student"]
+        else:
+            from skipvsr.weights import read_state_dict
+
+            weights = read_state_dict(init)
+        student.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
     student.spynet.requires_grad_(cfg.spynet_lr > 0 and cfg.schedule == "full")
     backbone_trains = cfg.schedule == "full"
     for name, p in student.named_parameters():
@@ -366,17 +376,38 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def rng_state() -> dict:
+    """Global RNG states as tensors and plain numbers (loadable with ``weights_only=True``)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {
+            "version": version,
+            "internal": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
     }
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["internal"]), py["gauss_next"]))
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A training checkpoint, read with ``weights_only=True`` like every checkpoint."""
+    return torch.load(path, map_location=device, weights_only=True)
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -416,7 +447,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     step, elapsed = 0, 0.0
     if resume:
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = load_checkpoint(ckpt_path, device)
         student.load_state_dict(state["student"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -471,7 +502,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             writer.add_scalar(f"val/psnr@{budget:g}", res[f"psnr@{budget:g}"], step)
             writer.add_scalar(f"val/mac@{budget:g}", res[f"mac@{budget:g}"], step)
 
-    if step == 0 and val_clips and cfg.val_at_start:  # the curve starts at the teacher with untrained estimators
+    if (
+        step == 0 and val_clips and cfg.val_at_start
+    ):  # the curve starts at the teacher with untrained estimators
         run_validation()
     while step < cfg.steps:
         t0 = time.perf_counter()

@@ -110,10 +110,10 @@ def test_resume_is_bit_identical(cache, tmp_path):
     whole = train(tiny(cache, tmp_path / "whole"))
     cut = tiny(cache, tmp_path / "cut", stop_after=2)
     train(cut)
-    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["step"] == 2
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["step"] == 2
     resumed = train(dataclasses.replace(cut, stop_after=0), resume=True)
-    a = torch.load(whole, weights_only=False)
-    b = torch.load(resumed, weights_only=False)
+    a = torch.load(whole, weights_only=True)
+    b = torch.load(resumed, weights_only=True)
     assert a["step"] == b["step"] == 4
     for k, v in a["student"].items():
         assert torch.equal(v, b["student"][k]), k
@@ -147,8 +147,8 @@ def test_two_gloo_processes_match_doubled_batch(cache, tmp_path):
     ddp = tiny(cache, tmp_path / "ddp", batch_size=1, **common)
     mp.spawn(_worker, args=(2, _free_port(), ddp), nprocs=2, join=True)
     single = train(tiny(cache, tmp_path / "single", batch_size=2, **common))
-    a = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)["student"]
-    b = torch.load(single, weights_only=False)["student"]
+    a = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)["student"]
+    b = torch.load(single, weights_only=True)["student"]
     init = build_student(ddp, build_teacher(ddp)).state_dict()
     moved = max(float((v - init[k]).abs().max()) for k, v in a.items())
     assert moved > 1e-3  # the steps did change the weights
