@@ -3,7 +3,6 @@ except the last test, which is skipped when the Vid4 frames are absent)."""
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -23,10 +22,7 @@ from skipvsr.data import (
     read_frames,
 )
 from skipvsr.degradation import degrade_bd, degrade_bi
-
-DATA = Path(
-    os.environ.get("SKIPVSR_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
-)
+from tests.conftest import DATA  # noqa: E402
 
 
 def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:

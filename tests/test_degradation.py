@@ -25,10 +25,8 @@ from skipvsr.degradation import (
     mod_crop,
 )
 from skipvsr.metrics import aggregate, psnr, ssim
+from tests.conftest import DATA  # noqa: E402
 
-DATA = Path(
-    os.environ.get("SKIPVSR_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
-)
 VID4 = DATA / "vid4"
 
 

@@ -1,0 +1,127 @@
+"""Figures of an evaluation: the PSNR–MAC trade-off and routing-map strips (paper Fig. 4, 5).
+
+matplotlib runs headless (Agg); every function writes one PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+MAX_BLOCKS = 60  # residual blocks of both branches of BasicVSR
+
+
+def psnr_mac_plot(result: dict, path: str | Path, channel: str = "y") -> Path:
+    """PSNR against GMACs/frame at 180x320 LR, one curve per policy.
+
+    Args:
+        result: the object of :func:`skipvsr.evaluate.evaluate` (uses ``settings``).
+        channel: ``"y"`` or ``"rgb"``, which PSNR to plot.
+
+    Settings without a MAC count (bicubic) are drawn as a horizontal dashed line.
+    """
+    path = Path(path)
+    curves: dict[str, list[tuple[float, float]]] = {}
+    flat: list[tuple[str, float]] = []
+    full = None
+    for label, r in result["settings"].items():
+        val = r["mean"][f"psnr_{channel}"]
+        if r["gmacs_per_frame_180x320"] is None:
+            flat.append((label, val))
+        elif label == "full":
+            full = (r["gmacs_per_frame_180x320"], val)
+        else:
+            curves.setdefault(r["policy"], []).append((r["gmacs_per_frame_180x320"], val))
+    if full is not None:  # the full network ends every policy's curve
+        for pts in curves.values():
+            pts.append(full)
+        if not curves:
+            curves["full"] = [full]
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
+    for policy, pts in curves.items():
+        pts.sort()
+        x, y = zip(*pts, strict=True)
+        ax.plot(x, y, marker="o", label=policy)
+    for label, val in flat:
+        ax.axhline(val, linestyle="--", color="gray", label=label)
+    cfg = result.get("config", {})
+    ax.set_xlabel("GMACs / frame at 180x320 LR (without SpyNet)")
+    ax.set_ylabel(f"PSNR ({channel.upper()}), dB")
+    ax.set_title(
+        f"{cfg.get('model', '')} on {cfg.get('dataset', '')} {cfg.get('degradation', '')}".strip()
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def pick_frames(t: int, n: int) -> list[int]:
+    """``n`` evenly spaced frame indices of ``t`` (all of them when ``t <= n``)."""
+    if t <= n:
+        return list(range(t))
+    return sorted({int(round(i)) for i in np.linspace(0, t - 1, n)})
+
+
+def routing_strip(
+    frames: np.ndarray,
+    routing_map: np.ndarray,
+    path: str | Path,
+    n: int = 4,
+    title: str = "",
+    max_blocks: int = MAX_BLOCKS,
+) -> Path:
+    """A strip of ``n`` frames with the blocks run per patch overlaid (like the paper's Fig. 5).
+
+    Args:
+        frames: ``(T, H, W, 3)`` uint8 (LR or SR; the map is stretched over the frame).
+        routing_map: ``(T, nH, nW)`` int, residual blocks run per patch (0..``max_blocks``).
+        title: figure title.
+    """
+    path = Path(path)
+    routing_map = np.asarray(routing_map)
+    idx = pick_frames(min(len(frames), len(routing_map)), n)
+    h, w = frames.shape[1:3]
+    fig, axes = plt.subplots(
+        1, len(idx), figsize=(3.2 * len(idx), 3.2 * h / w + 0.6), dpi=110, squeeze=False
+    )
+    image = None
+    for ax, i in zip(axes[0], idx, strict=True):
+        m = routing_map[i]
+        ax.imshow(frames[i], extent=(0, w, h, 0))
+        image = ax.imshow(
+            m,
+            extent=(0, w, h, 0),
+            cmap="viridis",
+            vmin=0,
+            vmax=max_blocks,
+            alpha=0.5,
+            interpolation="nearest",
+        )
+        nh, nw = m.shape
+        if nh * nw <= 120:  # numbers stay readable
+            for r in range(nh):
+                for c in range(nw):
+                    ax.text(
+                        (c + 0.5) * w / nw,
+                        (r + 0.5) * h / nh,
+                        str(int(m[r, c])),
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white",
+                    )
+        ax.set_title(f"frame {i}, {100 * m.mean() / max_blocks:.0f} % blocks", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="blocks run")
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
