@@ -327,17 +327,22 @@ def _expected_frames(source: FrameSource) -> int | None:
 def _summarize(stats_list: list[dict], seconds: float, sink: FrameSink, output) -> dict:
     frames = sum(s["output_frames"] for s in stats_list)
     processed = sum(s["input_frames"] for s in stats_list)
-    mac = None
-    weighted = [(s["mac_fraction"], s["input_frames"]) for s in stats_list if "mac_fraction" in s]
-    if weighted:
-        mac = sum(float(m) * n for m, n in weighted) / sum(n for _, n in weighted)
+
+    def frame_mean(key: str) -> float | None:
+        pairs = [(s[key], s["input_frames"]) for s in stats_list if s.get(key) is not None]
+        if not pairs:
+            return None
+        return sum(float(v) * n for v, n in pairs) / sum(n for _, n in pairs)
+
     return {
         "output": str(output),
         "frames": frames,
         "processed_frames": processed,
         "seconds": seconds,
         "fps": frames / seconds if seconds > 0 else 0.0,
-        "mac_fraction": mac,
+        "mac_fraction": frame_mean("mac_fraction"),
+        "gmacs_per_frame": frame_mean("gmacs_per_frame"),
+        "executed_block_fraction": frame_mean("executed_block_fraction"),
         "chunks": stats_list,
         "messages": list(sink.messages),
     }

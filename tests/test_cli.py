@@ -54,3 +54,46 @@ def test_not_a_checkpoint_is_one_line(tmp_path):
     assert r.returncode == 1
     assert "not a loadable weights-only file" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_upscale_frame_folder_end_to_end(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import moving_clip, real_weights
+
+    real_weights()
+    src = tmp_path / "in"
+    src.mkdir()
+    clip = (moving_clip(t=3, h=12, w=16).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+    for i, frame in enumerate(clip):
+        Image.fromarray(frame).save(src / f"f{i + 1}.png")
+    out, stats = tmp_path / "out", tmp_path / "stats.json"
+    r = run_cli(
+        "upscale",
+        str(src),
+        "-o",
+        str(out),
+        "--model",
+        "basicvsr-vimeo-bi",
+        "--budget",
+        "0.63",
+        "--policy",
+        "shallow",
+        "--quiet",
+        "--stats",
+        str(stats),
+    )
+    assert r.returncode == 0, r.stderr
+    frames = sorted(out.iterdir())
+    assert len(frames) == 3
+    assert Image.open(frames[0]).size == (64, 48)
+    s = json.loads(stats.read_text())
+    assert s["frames"] == 3
+    assert abs(s["mac_fraction"] - 0.63) < 0.05
+    for key in ("seconds", "gmacs_per_frame", "executed_block_fraction"):
+        assert s[key] > 0 and key in s["chunks"][0]
+    r = run_cli("upscale", str(src), "-o", str(out), "--model", "basicvsr-vimeo-bi", "--quiet")
+    assert r.returncode == 1 and "exists" in r.stderr  # never replaced without --overwrite
