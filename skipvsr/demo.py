@@ -65,13 +65,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     source = clip_path()
+    if args.shrink not in (4, 8):
+        raise ValueError(f"--shrink must be 4 or 8, got {args.shrink}")
     work = out.parent
-    lr_path = work / "demo_lr_160x90.mp4"
-    ref_path = work / "demo_reference_640x360.mp4"
+    lw, lh = 1280 // args.shrink, 720 // args.shrink
+    lr_path = work / f"demo_lr_{lw}x{lh}.mp4"
     common = dict(max_frames=args.frames, crf=0, overwrite=True, quiet=True)
-    print(f"demo: {source.name}, first {args.frames} frames, shrunk x8 to 160x90 -> {lr_path}")
-    upscale_media(source, lr_path, shrink_fn(8), scale=1 / 8, chunk=16, overlap=0, **common)
-    upscale_media(source, ref_path, shrink_fn(2), scale=1 / 2, chunk=16, overlap=0, **common)
+    print(
+        f"demo: {source.name}, first {args.frames} frames, shrunk x{args.shrink} to "
+        f"{lw}x{lh} -> {lr_path}"
+    )
+    upscale_media(
+        source,
+        lr_path,
+        shrink_fn(args.shrink),
+        scale=1 / args.shrink,
+        chunk=16,
+        overlap=0,
+        **common,
+    )
+    ref_path = source
+    if args.shrink == 8:
+        ref_path = work / "demo_reference_640x360.mp4"
+        upscale_media(source, ref_path, shrink_fn(2), scale=1 / 2, chunk=16, overlap=0, **common)
     name = args.model or default_model()
     model = skipvsr.load(name)
     kwargs = {"budget": args.budget, "policy": args.policy} if args.budget else {}
@@ -87,7 +103,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     score = psnr_against(out, ref_path)
     summary["psnr_rgb_vs_reference"] = score
     summary["model"] = name
-    print(f"demo: PSNR (RGB) vs the 640x360 original: {score:.2f} dB; output {out}")
+    print(f"demo: PSNR (RGB) vs the {4 * lw}x{4 * lh} original: {score:.2f} dB; output {out}")
     if args.stats:
         Path(args.stats).write_text(json.dumps(summary, indent=2, default=str))
     return 0
@@ -97,6 +113,12 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="upscale the first seconds of Big Buck Bunny x4 (with audio)")
     p.add_argument("-o", "--output", default="out/demo_x4.mp4")
     p.add_argument("--frames", type=int, default=50)
+    p.add_argument(
+        "--shrink",
+        type=int,
+        default=8,
+        help="8: 160x90 -> 640x360 (default); 4: 320x180 -> 1280x720",
+    )
     p.add_argument("--model", default=None)
     p.add_argument("--budget", type=float, default=None, help="MAC fraction, e.g. 0.63")
     p.add_argument("--policy", default="learned")
