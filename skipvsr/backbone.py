@@ -94,7 +94,9 @@ class VSROutput:
             (all ones without routing).
         block_map: per branch, ``(B, T, nH, nW)`` int16 number of blocks run per patch, or
             ``None`` without routing.
-        thresholds: per branch, the threshold used for each frame in propagation order.
+        thresholds: per branch, the threshold used for each frame in propagation order
+            (-1: chosen block by block from the frame's own scores, on the second frame of a
+            budget run).
         features: tapped trunk features, ``features[branch][m]`` is a list over frames (clip
             order) of ``(B, C, H, W)``.
         scores: training only (``targets`` given): per branch, the router's log of

@@ -250,21 +250,22 @@ class Router:
             else:
                 keep = frozen_keep_mask(r.policy, k, self.num_blocks)
                 self._plan = keep.view(-1, 1, 1, 1).expand(-1, *cells).to(self.device)
-        self.thresholds.append(self._tau)
+        self.thresholds.append(-1.0 if self._tau is None else self._tau)
         self.step += 1
 
-    def _next_threshold(self) -> float:
-        """Threshold for the next frame: the quantile of the last frame's scores that would
-        have run the fraction of work still owed to reach ``block_budget`` on average."""
+    def _owed_fraction(self) -> float:
+        """Fraction of this frame's block work still owed to reach ``block_budget`` on average
+        over the frames so far (the first frame of a branch always runs fully)."""
         done = float(self.executed.sum())  # in units of (frame x block) at full area
         owed = self.route.block_budget * self.step * self.num_blocks
         want = (owed + self.route.block_budget * self.num_blocks - done) / self.num_blocks
-        want = min(max(want, 0.0), 1.0)
-        if not self._scores:
-            return self._tau
-        scores = torch.stack(self._scores).float()
-        weights = self.area.expand_as(scores[0]).expand_as(scores).reshape(-1)
-        flat = scores.reshape(-1)
+        return min(max(want, 0.0), 1.0)
+
+    def _quantile_threshold(self, scores: list[torch.Tensor], want: float) -> float:
+        """The threshold under which the area fraction ``want`` of ``scores`` would run."""
+        stacked = torch.stack(scores).float()
+        weights = self.area.expand_as(stacked).reshape(-1)
+        flat = stacked.reshape(-1)
         order = flat.argsort()
         cum = torch.cumsum(weights[order], 0) / weights.sum()
         if want <= 0.0:
@@ -272,6 +273,15 @@ class Router:
         pos = int(torch.searchsorted(cum, torch.tensor(want)).clamp(max=len(flat) - 1))
         tau = 1.0 - float(flat[order[pos]])
         return min(max(tau, 0.0), 0.999999)
+
+    def _next_threshold(self) -> float | None:
+        """Threshold for the next frame from the last frame's scores, or ``None`` when the
+        last frame had none (it was the first): then each block uses the scores seen so far
+        in the current frame."""
+        self._want = self._owed_fraction()
+        if not self._scores:
+            return None
+        return self._quantile_threshold(self._scores, self._want)
 
     # -- per block -------------------------------------------------------------------------
     def target_layer(self, m: int) -> int:
@@ -306,7 +316,10 @@ class Router:
                     self.batch, self.grid.rows, self.grid.cols, dtype=torch.bool, device=self.device
                 )
             else:
-                run = score.detach() <= 1.0 - self._tau
+                tau = self._tau
+                if tau is None:  # second frame of a budget run: no history yet
+                    tau = self._quantile_threshold(self._scores, self._want)
+                run = score.detach() <= 1.0 - tau
         self.executed[self.frame, m] = float((run.float() * self.area).sum()) / self.total_area
         self.block_map[:, self.frame] += run.to("cpu", torch.int16)
         return run
