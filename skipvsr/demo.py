@@ -90,7 +90,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         upscale_media(source, ref_path, shrink_fn(2), scale=1 / 2, chunk=16, overlap=0, **common)
     name = args.model or default_model()
     model = skipvsr.load(name)
-    kwargs = {"budget": args.budget, "policy": args.policy} if args.budget else {}
+    kwargs = {"budget": args.budget, "policy": args.policy} if args.budget < 1 else {}
     if kwargs and args.policy == "learned" and not model.model.has_estimators:
         kwargs["policy"] = "shallow"
 
@@ -120,7 +120,9 @@ def register(sub) -> None:
         help="8: 160x90 -> 640x360 (default); 4: 320x180 -> 1280x720",
     )
     p.add_argument("--model", default=None)
-    p.add_argument("--budget", type=float, default=None, help="MAC fraction, e.g. 0.63")
+    p.add_argument(
+        "--budget", type=float, default=0.63, help="MAC fraction (0.63); 1 runs the full network"
+    )
     p.add_argument("--policy", default="learned")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--stats", default=None)
