@@ -112,7 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("demo", help="upscale the first seconds of Big Buck Bunny x4 (with audio)")
     p.add_argument("-o", "--output", default="out/demo_x4.mp4")
-    p.add_argument("--frames", type=int, default=50)
+    p.add_argument("--frames", type=int, default=40)
     p.add_argument(
         "--shrink",
         type=int,
