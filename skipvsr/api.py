@@ -171,7 +171,8 @@ class Upscaler:
             if not tube_flow and t > 1:
                 fb, ff = self.model.compute_flows(lr[None])
                 flows = (layout.split(fb[0]), layout.split(ff[0]))
-            srs, executed, maps, thresholds = [], [], [], []
+            srs, maps, thresholds = [], [], []
+            weighted = {}  # branch -> sum over tube batches of (T, num_block) * batch size
             for s in range(0, len(tubes), tube_batch):
                 part = (
                     None
@@ -181,14 +182,15 @@ class Upscaler:
                 out = self._forward(tubes[s : s + tube_batch], route, part)
                 srs.append(out.sr)
                 n = out.sr.shape[0]
-                executed += [out.executed[b] * n for b in out.executed]
+                for b, e in out.executed.items():
+                    weighted[b] = weighted.get(b, 0) + e * n
                 bm = [m for m in out.block_map.values() if m is not None]
                 if bm:
                     maps.append((bm[0].int() + bm[1].int())[:, :, 0, 0])
                 thresholds = out.thresholds.get("forward", [])
             sr = layout.merge(torch.cat(srs))
             n_tubes = len(tubes)
-            executed = [sum(executed[0::2]) / n_tubes, sum(executed[1::2]) / n_tubes]
+            executed = [e / n_tubes for e in weighted.values()]
             routing_map = None
             if maps:
                 rows = len(tube_starts(h, patch, stride))
