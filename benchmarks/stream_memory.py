@@ -41,13 +41,11 @@ def make_clip(path: Path, n: int, w: int = 64, h: int = 48) -> None:
             out.mux(p)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--frames", type=int, nargs="+", default=[100, 1000])
-    args = p.parse_args()
+def measure(counts: list[int]) -> dict[int, float]:
+    """Peak RSS in MiB of one fresh streamed job per frame count in ``counts``."""
     peaks = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for n in args.frames:
+        for n in counts:
             clip = Path(tmp) / f"in{n}.mp4"
             make_clip(clip, n)
             res = subprocess.run(
@@ -57,6 +55,14 @@ def main() -> None:
             frames, kib = res.stdout.split()[-2:]
             peaks[n] = int(kib) / 1024
             print(f"{frames} frames: peak RSS {peaks[n]:.1f} MiB")
+    return peaks
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, nargs="+", default=[100, 1000])
+    args = p.parse_args()
+    peaks = measure(args.frames)
     if len(peaks) > 1:
         lo, hi = min(peaks), max(peaks)
         print(f"ratio {hi} vs {lo} frames: {peaks[hi] / peaks[lo]:.3f}")

