@@ -45,6 +45,7 @@ from skipvsr import cost  # noqa: E402
 from skipvsr.api import load  # noqa: E402
 from skipvsr.backbone import BasicVSR  # noqa: E402
 from skipvsr.routing import PatchGrid, Route, Router  # noqa: E402
+from skipvsr.weights import load_model  # noqa: E402
 
 
 def real_frames(t: int, h: int, w: int) -> torch.Tensor:
@@ -199,8 +200,9 @@ def main() -> int:
         },
     }
 
-    ref_sr = reference_forward(model, lr[None])[0]
-    t_ref = median_time(lambda: reference_forward(model, lr[None]), args.repeats)
+    plain = load_model(args.model).eval()  # untouched NCHW copy: the reference's own weights
+    ref_sr = reference_forward(plain, lr[None])[0]
+    t_ref = median_time(lambda: reference_forward(plain, lr[None]), args.repeats)
     ours_sr, _ = up.upscale(lr)
     t_ours = median_time(lambda: up.upscale(lr), args.repeats)
     t_patch = median_time(lambda: up.upscale(lr, mode="patch"), args.repeats)
@@ -217,7 +219,7 @@ def main() -> int:
     res["gmacs_per_s"] = clip_gmacs / t_ours
     if args.peers:
         res["peers"] = bench_peers(
-            model, lr[None], ref_sr[None], torch.get_num_threads(), args.repeats
+            plain, lr[None], ref_sr[None], torch.get_num_threads(), args.repeats
         )
         times = [v["s_per_frame"] for v in res["peers"].values() if isinstance(v, dict)]
         if times:

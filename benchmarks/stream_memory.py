@@ -1,10 +1,10 @@
 """Peak memory of streaming must not grow with video length.
 
-Generates synthetic clips of N frames (default 100 and 1000, 64x48, with AAC audio), then
-runs :func:`skipvsr.streaming.upscale_media` with a cheap bilinear stand-in model in a fresh
-subprocess per clip and reports its peak RSS (``resource.getrusage``).
+Generates synthetic H.264 clips of N frames (default 100 and 1000, 64x48 LR), then runs
+:func:`skipvsr.streaming.upscale_media` (decode, chunking, x4 encode) with a cheap bilinear
+stand-in model in a fresh subprocess per clip and reports its peak RSS (``VmHWM``).
 
-    python benchmarks/stream_memory.py --frames 100 1000
+    python benchmarks/stream_memory.py --frames 100 1000 [--size 320x180]
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ from pathlib import Path
 import av
 import numpy as np
 
+# VmHWM, not getrusage's ru_maxrss: ru_maxrss survives execve, so a child forked from a large
+# parent (the benchmark) would report the parent's peak.
 CHILD = """
-import resource, sys
+import sys
 from skipvsr.streaming import bilinear_upscale, upscale_media
 s = upscale_media(sys.argv[1], sys.argv[2], bilinear_upscale, quiet=True)
-print(s["frames"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(s["frames"], hwm)
 """
 
 
@@ -41,13 +44,13 @@ def make_clip(path: Path, n: int, w: int = 64, h: int = 48) -> None:
             out.mux(p)
 
 
-def measure(counts: list[int]) -> dict[int, float]:
-    """Peak RSS in MiB of one fresh streamed job per frame count in ``counts``."""
+def measure(counts: list[int], w: int = 64, h: int = 48) -> dict[int, float]:
+    """Peak RSS in MiB of one fresh streamed job per frame count in ``counts`` at ``w x h`` LR."""
     peaks = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:
             clip = Path(tmp) / f"in{n}.mp4"
-            make_clip(clip, n)
+            make_clip(clip, n, w, h)
             res = subprocess.run(
                 [sys.executable, "-c", CHILD, str(clip), str(Path(tmp) / f"out{n}.mp4")],
                 check=True, capture_output=True, text=True,
@@ -61,8 +64,10 @@ def measure(counts: list[int]) -> dict[int, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, nargs="+", default=[100, 1000])
+    p.add_argument("--size", default="64x48", help="LR width x height")
     args = p.parse_args()
-    peaks = measure(args.frames)
+    w, h = (int(v) for v in args.size.split("x"))
+    peaks = measure(args.frames, w, h)
     if len(peaks) > 1:
         lo, hi = min(peaks), max(peaks)
         print(f"ratio {hi} vs {lo} frames: {peaks[hi] / peaks[lo]:.3f}")

@@ -119,6 +119,7 @@ class BasicVSR(nn.Module):
         num_block: residual blocks per trunk (30 in the official models).
         estimators: add one confidence estimator per branch (SkipVSR models).
         shared_estimator: one linear layer for all blocks of a branch, as in the paper.
+        estimator_inputs: what the estimators read (:data:`skipvsr.routing.ESTIMATOR_INPUTS`).
     """
 
     scale = 4
@@ -129,6 +130,7 @@ class BasicVSR(nn.Module):
         num_block: int = 30,
         estimators: bool = False,
         shared_estimator: bool = False,
+        estimator_inputs: str = "difference",
     ) -> None:
         super().__init__()
         self.num_feat = num_feat
@@ -142,8 +144,9 @@ class BasicVSR(nn.Module):
         self.conv_hr = nn.Conv2d(64, 64, 3, 1, 1)
         self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
         if estimators:
-            self.backward_estimator = ConfidenceEstimator(num_feat, num_block, shared_estimator)
-            self.forward_estimator = ConfidenceEstimator(num_feat, num_block, shared_estimator)
+            args = (num_feat, num_block, shared_estimator, estimator_inputs)
+            self.backward_estimator = ConfidenceEstimator(*args)
+            self.forward_estimator = ConfidenceEstimator(*args)
         else:
             self.backward_estimator = None
             self.forward_estimator = None

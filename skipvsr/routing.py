@@ -146,20 +146,42 @@ class PatchGrid:
         return summed / self.area(x.device)
 
 
+ESTIMATOR_INPUTS = ("difference", "difference+feature")
+
+
 class ConfidenceEstimator(nn.Module):
     """GAP + one linear layer + sigmoid per routing decision of one branch (paper Eq. 6).
 
-    ``weight`` is ``(num_decisions, C)`` and ``bias`` ``(num_decisions,)``; with ``shared`` one
+    ``weight`` is ``(num_decisions, K)`` and ``bias`` ``(num_decisions,)``; with ``shared`` one
     row serves every block, as the paper describes. ``forward(m, pooled)`` maps the patch-pooled
-    inter-frame difference ``(B, C, nH, nW)`` to the redundancy score ``S`` ``(B, nH, nW)``
-    float32 in (0, 1).
+    estimator input ``(B, K, nH, nW)`` to the redundancy score ``S`` ``(B, nH, nW)`` float32 in
+    (0, 1). ``inputs`` picks what is pooled (:meth:`features`): the paper's inter-frame
+    difference ``|h_t - h_{t-1}|`` (``K = C``), or that difference concatenated with the current
+    features ``|h_t|`` (``K = 2C``, an ablation); a checkpoint's input follows from ``K``.
     """
 
-    def __init__(self, num_feat: int = 64, num_blocks: int = 30, shared: bool = False) -> None:
+    def __init__(
+        self,
+        num_feat: int = 64,
+        num_blocks: int = 30,
+        shared: bool = False,
+        inputs: str = "difference",
+    ) -> None:
         super().__init__()
+        if inputs not in ESTIMATOR_INPUTS:
+            raise ValueError(f"estimator inputs must be one of {ESTIMATOR_INPUTS}, got {inputs!r}")
+        self.inputs = inputs
         rows = 1 if shared else num_blocks
-        self.weight = nn.Parameter(torch.zeros(rows, num_feat))
+        width = num_feat * (1 if inputs == "difference" else 2)
+        self.weight = nn.Parameter(torch.zeros(rows, width))
         self.bias = nn.Parameter(torch.zeros(rows))
+
+    def features(self, h: torch.Tensor, prev: torch.Tensor, grid: PatchGrid) -> torch.Tensor:
+        """Pooled input ``(B, K, nH, nW)`` from features ``h`` and ``prev`` ``(B, C, H, W)``."""
+        pooled = grid.pool((h - prev).abs())
+        if self.inputs == "difference":
+            return pooled
+        return torch.cat([pooled, grid.pool(h.abs())], 1)
 
     def logits(self, m: int, pooled: torch.Tensor) -> torch.Tensor:
         row = 0 if self.weight.shape[0] == 1 else m
@@ -303,7 +325,8 @@ class Router:
             self.prev[m] = h.detach()
             score = None
             if prev is not None and self.estimator is not None:
-                score = self.estimator(m, self.grid.pool((h.detach() - prev).abs()))
+                pooled = self.estimator.features(h.detach(), prev, self.grid)
+                score = self.estimator(m, pooled)
                 self._scores.append(score.detach())
             if self.targets is not None and score is not None:
                 target = self.targets[self.target_layer(m)][self.frame]

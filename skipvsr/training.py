@@ -51,7 +51,7 @@ import yaml
 from skipvsr.backbone import BRANCHES, BasicVSR
 from skipvsr.cost import NetworkShape, block_share
 from skipvsr.losses import MAPPINGS, charbonnier, feature_alignment_loss, mask_loss
-from skipvsr.routing import Route
+from skipvsr.routing import ESTIMATOR_INPUTS, Route
 from skipvsr.train_data import ClipSampler, default_cache, load_split
 
 SCHEDULES = ("full", "estimator_only")
@@ -68,6 +68,7 @@ class TrainConfig:
     num_feat: int = 64
     num_block: int = 30
     shared_estimator: bool = False
+    estimator_inputs: str = "difference"  # difference | difference+feature (ablation)
     init: str = ""  # start the student from this run dir's last.pt or SkipVSR checkpoint
     # optimisation
     schedule: str = "full"  # full | estimator_only
@@ -147,6 +148,10 @@ def make_config(values: dict, overrides: list[str] = ()) -> TrainConfig:
     cfg = TrainConfig(**{k: _coerce(k, getattr(defaults, k), v) for k, v in values.items()})
     checks = [
         (cfg.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+        (
+            cfg.estimator_inputs in ESTIMATOR_INPUTS,
+            f"estimator_inputs must be one of {ESTIMATOR_INPUTS}",
+        ),
         (cfg.skip_mode in SKIP_MODES, f"skip_mode must be one of {SKIP_MODES}"),
         (cfg.target in TARGETS, f"target must be one of {TARGETS}"),
         (cfg.tfa_mapping in MAPPINGS, f"tfa_mapping must be one of {MAPPINGS}"),
@@ -199,7 +204,11 @@ def build_student(cfg: TrainConfig, teacher: BasicVSR) -> BasicVSR:
     """The teacher's weights plus estimators with ``S = sigmoid(0) = 0.5`` (mid-range) and tiny
     seeded weights that break ties between patches."""
     student = BasicVSR(
-        cfg.num_feat, cfg.num_block, estimators=True, shared_estimator=cfg.shared_estimator
+        cfg.num_feat,
+        cfg.num_block,
+        estimators=True,
+        shared_estimator=cfg.shared_estimator,
+        estimator_inputs=cfg.estimator_inputs,
     )
     missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
     assert not unexpected and all("estimator" in k for k in missing), (missing, unexpected)

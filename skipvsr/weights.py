@@ -198,8 +198,11 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> BasicVSR:
     path = resolve(name_or_path)
     state = read_state_dict(path)
     has_est = any(k.startswith(("forward_estimator.", "backward_estimator.")) for k in state)
-    shared = has_est and state.get("forward_estimator.weight", torch.zeros(2, 1)).shape[0] == 1
-    model = BasicVSR(estimators=has_est, shared_estimator=shared)
+    est_shape = state.get("forward_estimator.weight", torch.zeros(2, 64)).shape
+    shared = has_est and est_shape[0] == 1
+    num_feat = state["fusion.weight"].shape[0] if "fusion.weight" in state else 64
+    inputs = "difference+feature" if has_est and est_shape[-1] == 2 * num_feat else "difference"
+    model = BasicVSR(estimators=has_est, shared_estimator=shared, estimator_inputs=inputs)
     check_keys(model, state, path)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.eval()

@@ -7,7 +7,14 @@ import torch
 
 from skipvsr import cost
 from skipvsr.backbone import ResidualBlock
-from skipvsr.routing import POLICIES, PatchGrid, Route, frozen_keep_mask, run_residual_block
+from skipvsr.routing import (
+    POLICIES,
+    ConfidenceEstimator,
+    PatchGrid,
+    Route,
+    frozen_keep_mask,
+    run_residual_block,
+)
 from tests.conftest import moving_clip, tiny_model
 
 
@@ -83,6 +90,20 @@ def test_budget_is_reached_within_two_percent(policy, budget):
     executed = float(torch.stack(list(out.executed.values())).mean())
     mac_fraction = 1 - cost.block_share() * (1 - executed)
     assert abs(mac_fraction - budget) <= 0.02, (policy, mac_fraction)
+
+
+def test_feature_input_estimator_reads_the_current_features():
+    """With ``difference+feature`` inputs, the second half of the weight scores ``|h_t|``."""
+    est = ConfidenceEstimator(4, 2, inputs="difference+feature")
+    grid = PatchGrid(8, 8, 4)
+    h, prev = torch.rand(1, 4, 8, 8), torch.rand(1, 4, 8, 8)
+    pooled = est.features(h, prev, grid)
+    assert pooled.shape == (1, 8, 2, 2)
+    assert torch.allclose(pooled[:, :4], grid.pool((h - prev).abs()))
+    assert torch.allclose(pooled[:, 4:], grid.pool(h))
+    with torch.no_grad():
+        est.weight[:, 4:] = 1.0
+    assert torch.allclose(est(0, pooled), torch.sigmoid(pooled[:, 4:].sum(1)))
 
 
 def test_frozen_keep_masks():

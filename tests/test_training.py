@@ -83,10 +83,17 @@ def test_sampler_is_a_function_of_step(cache):
     assert torch.equal(s.batch(5, 1, rank=1, world=2).lr, a.lr[1:])
 
 
-@pytest.mark.parametrize("schedule", ["full", "estimator_only"])
-def test_steps_reduce_the_loss(cache, tmp_path, schedule):
+@pytest.mark.parametrize(
+    "schedule,inputs",
+    [
+        ("full", "difference"),
+        ("estimator_only", "difference"),
+        ("estimator_only", "difference+feature"),
+    ],
+)
+def test_steps_reduce_the_loss(cache, tmp_path, schedule, inputs):
     torch.set_num_threads(1)
-    cfg = tiny(cache, tmp_path, schedule=schedule, estimator_lr=1e-2)
+    cfg = tiny(cache, tmp_path, schedule=schedule, estimator_lr=1e-2, estimator_inputs=inputs)
     teacher = build_teacher(cfg)
     student = build_student(cfg, teacher)
     opt, _ = make_optimizer(cfg, student)

@@ -67,6 +67,16 @@ def test_wrong_shape_is_named(tmp_path, reference_state):
         load_model(p)
 
 
+@pytest.mark.parametrize("inputs", ["difference", "difference+feature"])
+def test_estimator_inputs_follow_from_the_checkpoint(tmp_path, inputs):
+    torch.manual_seed(0)
+    state = BasicVSR(estimators=True, estimator_inputs=inputs).state_dict()
+    torch.save(state, tmp_path / "skipvsr.pt")
+    model = load_model(tmp_path / "skipvsr.pt")
+    assert model.forward_estimator.inputs == inputs
+    assert torch.equal(model.forward_estimator.weight, state["forward_estimator.weight"])
+
+
 def test_not_a_checkpoint(tmp_path):
     p = tmp_path / "junk.pth"
     p.write_bytes(b"this is not a checkpoint")
