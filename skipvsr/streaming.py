@@ -209,7 +209,9 @@ def upscale_media(
             )
         depth = chunk + 2 * overlap
         decoded: queue.Queue = queue.Queue(maxsize=depth)
-        to_encode: queue.Queue = queue.Queue(maxsize=2)
+        # One finished chunk waits while the encoder works on another: inference is far slower
+        # than encoding, so a deeper queue only raises the memory ceiling (x4 uint8 frames).
+        to_encode: queue.Queue = queue.Queue(maxsize=1)
 
         def decode() -> None:
             for item in source:
