@@ -224,32 +224,30 @@ def main() -> int:
         res["peers"] = bench_peers(
             plain, lr[None], ref_sr[None], torch.get_num_threads(), args.repeats
         )
-        times = [v["s_per_frame"] for v in res["peers"].values() if isinstance(v, dict)]
-        if times:
-            res["speedup_vs_best_peer"] = min(times) / res["ours_s_per_frame"]
+    times = [v["s_per_frame"] for v in res.get("peers", {}).values() if isinstance(v, dict)]
+    best_peer = min(times) if times else None
+    if best_peer:
+        res["speedup_vs_best_peer"] = best_peer / res["ours_s_per_frame"]
 
     routed = []
     if not args.no_routed:
         full_trunks = trunk_time(model, lr[None], None, args.repeats)
         res["trunks_s_per_frame"] = full_trunks / args.frames
-    for keep in () if args.no_routed else (0.75, 0.5, 0.25):
-        trunks = trunk_time(model, lr[None], keep, args.repeats)
-        whole = median_time(lambda k=keep: up.upscale(lr, policy="random", keep=k), args.repeats)
-        mac_fraction = 1 - cost.block_share() * (1 - keep)
-        routed.append(
-            {
+        for keep in (0.75, 0.5, 0.25):
+            trunks = trunk_time(model, lr[None], keep, args.repeats)
+            whole = median_time(
+                lambda k=keep: up.upscale(lr, policy="random", keep=k), args.repeats
+            )
+            r = {
                 "executed_block_fraction": keep,
-                "mac_fraction": mac_fraction,
+                "mac_fraction": 1 - cost.block_share() * (1 - keep),
                 "trunk_wall_fraction": trunks / full_trunks,
                 "routed_wall_fraction": whole / t_ours,
             }
-        )
+            if best_peer:
+                r["speedup_vs_best_peer_full"] = best_peer / (whole / args.frames)
+            routed.append(r)
     res["routed"] = routed
-    if times := [v["s_per_frame"] for v in res.get("peers", {}).values() if isinstance(v, dict)]:
-        for r in routed:
-            r["speedup_vs_best_peer_full"] = min(times) / (
-                r["routed_wall_fraction"] * t_ours / args.frames
-            )
     if args.rss:
         res["peak_rss_mb"] = peak_rss()
     text = json.dumps(res, indent=2)
