@@ -78,6 +78,8 @@ class Upscaler:
         keep: float | None = None,
         cell: int = 32,
         seed: int = 0,
+        skip: str = "reuse",
+        refresh: int = 0,
     ) -> Route:
         """Resolve user-facing knobs into a :class:`Route` (validating each)."""
         if policy not in POLICIES:
@@ -97,6 +99,8 @@ class Upscaler:
             block_budget=block_budget,
             cell=cell,
             seed=seed,
+            skip=skip,
+            refresh=refresh,
         )
 
     def _forward(self, lr: torch.Tensor, route: Route, flows=None) -> VSROutput:
@@ -122,6 +126,8 @@ class Upscaler:
         tube_flow: bool = True,
         tube_batch: int = 64,
         seed: int = 0,
+        skip: str = "reuse",
+        refresh: int = 0,
     ) -> tuple[torch.Tensor, UpscaleStats]:
         """Super-resolve one clip x4.
 
@@ -130,13 +136,17 @@ class Upscaler:
             threshold: learned policy: block runs on a patch iff its redundancy score
                 ``S <= 1 - threshold``; 0 is the full network.
             budget: target MAC fraction (without SpyNet) instead of a threshold or ``keep``.
-            policy: ``learned`` | ``uniform`` | ``shallow`` | ``deep`` | ``random``.
+            policy: ``learned`` | ``uniform`` | ``shallow`` | ``deep`` | ``random`` |
+                ``rotate``.
             keep: frozen policies: fraction of residual blocks kept.
             mode: ``full`` (whole frames, routing on a ``cell`` grid) or ``patch`` (the
                 paper's tubes of ``patch`` pixels at ``stride``, each tube routed as a whole).
             tube_flow: patch mode: SpyNet on each tube (the paper's protocol); ``False`` crops
                 one full-frame flow per tube (cheaper, slightly different output).
             tube_batch: tubes per forward pass in patch mode (memory).
+            skip: what a skipped block gives: ``reuse`` (its last update, warped by the flow)
+                or ``identity`` (nothing, the paper's skip).
+            refresh: run every ``refresh``-th frame fully (0 = never).
 
         Returns:
             ``sr`` ``(T, 3, 4H, 4W)`` float32 clamped to [0, 1], and :class:`UpscaleStats`.
@@ -151,7 +161,7 @@ class Upscaler:
         if h < MIN_LR_SIDE or w < MIN_LR_SIDE:
             raise ValueError(f"frames must be at least {MIN_LR_SIDE}x{MIN_LR_SIDE} LR, got {h}x{w}")
         route = self.make_route(
-            policy, threshold, budget, keep, patch if mode == "patch" else cell, seed
+            policy, threshold, budget, keep, patch if mode == "patch" else cell, seed, skip, refresh
         )
         lr = lr.to(self.device, torch.float32)
         start = time.perf_counter()

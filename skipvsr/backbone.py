@@ -19,8 +19,6 @@ from skipvsr.routing import (
     PatchGrid,
     Route,
     Router,
-    masked_residual_block,
-    run_residual_block,
 )
 
 BRANCHES = ("backward", "forward")
@@ -75,10 +73,8 @@ class Trunk(nn.Module):
         for m, block in enumerate(self.blocks):
             if router is None:
                 h = block(h)
-            elif router.route.execution == "mask":
-                h = masked_residual_block(block, h, router.decide(m, h), router.grid)
             else:
-                h = run_residual_block(block, h, router.decide(m, h), router.grid)
+                h = router.apply(block, m, h, router.decide(m, h))
             if m + 1 in taps:
                 tapped[m + 1] = h
         return h, tapped
@@ -200,6 +196,7 @@ class BasicVSR(nn.Module):
         taps: tuple[int, ...] = (),
         targets: dict[str, dict[int, list[torch.Tensor]]] | None = None,
         target_every: int = 6,
+        reuse_targets: bool = False,
     ) -> VSROutput:
         """Super-resolve a clip.
 
@@ -213,6 +210,8 @@ class BasicVSR(nn.Module):
             targets: training only: the teacher's ``features`` at depths ``target_every``,
                 ``2*target_every``, ... (as returned with ``taps``); the routers then log every
                 estimator score with its regression distance in ``scores``.
+            reuse_targets: training only: log every estimator score with the per-patch RMS
+                error of the reused update instead (``route.skip == 'reuse'``, mask execution).
 
         Returns:
             :class:`VSROutput` with ``sr`` ``(B, T, 3, 4H, 4W)``.
@@ -221,7 +220,8 @@ class BasicVSR(nn.Module):
             raise ValueError(f"lr must be (B, T, 3, H, W), got {tuple(lr.shape)}")
         b, t, _, h, w = lr.shape
         flows_backward, flows_forward = flows if flows is not None else self.compute_flows(lr)
-        routed = route is not None and (not route.runs_everything() or targets is not None)
+        training = targets is not None or reuse_targets
+        routed = route is not None and (not route.runs_everything() or training)
         grid = PatchGrid(h, w, route.cell) if routed else None
         routers: dict[str, Router | None] = {}
         for name, est in (
@@ -239,16 +239,19 @@ class BasicVSR(nn.Module):
                     lr.device,
                     None if targets is None else targets[name],
                     target_every,
+                    reuse_targets,
                 )
                 if routed
                 else None
             )
         features: dict[str, dict[int, list[torch.Tensor]]] = {n: {} for n in BRANCHES}
 
-        def step(name: str, trunk: Trunk, i: int, prop: torch.Tensor) -> torch.Tensor:
+        def step(
+            name: str, trunk: Trunk, i: int, prop: torch.Tensor, flow: torch.Tensor | None
+        ) -> torch.Tensor:
             router = routers[name]
             if router is not None:
-                router.start_frame(i)
+                router.start_frame(i, flow)
             out, tapped = trunk(torch.cat([lr[:, i], prop], dim=1), router, taps)
             for m, f in tapped.items():
                 features[name].setdefault(m, [None] * t)[i] = f
@@ -257,17 +260,21 @@ class BasicVSR(nn.Module):
         back_feats: list[torch.Tensor] = [None] * t  # type: ignore[list-item]
         prop = lr.new_zeros(b, self.num_feat, h, w)
         for i in range(t - 1, -1, -1):
-            if i < t - 1:
-                prop = flow_warp(prop, flows_backward[:, i])
-            prop = step("backward", self.backward_trunk, i, prop)
+            flow = flows_backward[:, i] if i < t - 1 else None
+            if flow is not None:
+                prop = flow_warp(prop, flow)
+            prop = step("backward", self.backward_trunk, i, prop, flow)
             back_feats[i] = prop
+        if routers["backward"] is not None:
+            routers["backward"].release()
 
         outs = []
         prop = torch.zeros_like(prop)
         for i in range(t):
-            if i > 0:
-                prop = flow_warp(prop, flows_forward[:, i - 1])
-            prop = step("forward", self.forward_trunk, i, prop)
+            flow = flows_forward[:, i - 1] if i > 0 else None
+            if flow is not None:
+                prop = flow_warp(prop, flow)
+            prop = step("forward", self.forward_trunk, i, prop, flow)
             outs.append(self.upsample(back_feats[i], prop, lr[:, i]))
             back_feats[i] = None  # release memory as we go
 

@@ -36,7 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-POLICIES = ("learned", "uniform", "shallow", "deep", "random")
+from skipvsr.flow import flow_warp
+
+POLICIES = ("learned", "uniform", "shallow", "deep", "random", "rotate")
+SKIP_OUTPUTS = ("reuse", "identity")
 HALO = 2  # two 3x3 convs per residual block
 
 
@@ -47,7 +50,9 @@ class Route:
     Args:
         policy: ``learned`` (confidence estimator and threshold), or a frozen baseline:
             ``uniform`` (evenly spaced blocks), ``shallow`` (first K), ``deep`` (last K),
-            ``random`` (K random blocks per patch and frame).
+            ``random`` (K random blocks per patch and frame), ``rotate`` (K evenly spaced
+            blocks whose pattern shifts by one block every frame, so each block runs on a
+            ``K / num_blocks`` share of the frames).
         threshold: learned policy only, in [0, 1): block runs iff ``S <= 1 - threshold``.
         keep: frozen policies only, fraction of residual blocks kept, in [0, 1].
         budget: alternative to ``threshold``/``keep``: the target MAC fraction of the whole
@@ -62,6 +67,13 @@ class Route:
         execution: ``gather`` runs blocks only on the selected patches (inference: saves
             time); ``mask`` runs every block everywhere and keeps the update only on the
             selected patches (training: differentiable, every decision still applied).
+        skip: what a skipped block adds to its input. ``reuse``: the block's last update
+            ``u = block(h) - h`` at that pixel, warped by the branch's flow onto the current
+            frame (skipped patches keep carrying it forward, warped again each frame);
+            ``identity``: nothing (the paper's skip). With ``reuse`` the first frame of each
+            branch runs fully, since no update exists yet.
+        refresh: run every ``refresh``-th frame of each branch fully (counted in the budget),
+            to stop skip errors building up along the recurrence; 0 = never.
     """
 
     policy: str = "learned"
@@ -72,6 +84,8 @@ class Route:
     cell: int = 32
     seed: int = 0
     execution: str = "gather"
+    skip: str = "reuse"
+    refresh: int = 0
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -88,6 +102,10 @@ class Route:
             raise ValueError(f"cell must be >= 4 LR pixels, got {self.cell}")
         if self.execution not in ("gather", "mask"):
             raise ValueError(f"execution must be 'gather' or 'mask', got {self.execution!r}")
+        if self.skip not in SKIP_OUTPUTS:
+            raise ValueError(f"skip must be one of {', '.join(SKIP_OUTPUTS)}, got {self.skip!r}")
+        if self.refresh < 0:
+            raise ValueError(f"refresh must be >= 0 frames, got {self.refresh}")
         if self.policy != "learned" and self.keep is None and self.block_budget is None:
             raise ValueError(f"policy {self.policy!r} needs keep or budget")
 
@@ -138,6 +156,12 @@ class PatchGrid:
     def pad_amount(self) -> tuple[int, int]:
         return self.rows * self.cell - self.height, self.cols * self.cell - self.width
 
+    def expand(self, cells: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Per-patch values ``(B, nH, nW)`` as a pixel map ``(B, 1, H, W)`` of ``dtype``."""
+        x = cells.to(dtype)[:, None]
+        x = x.repeat_interleave(self.cell, 2).repeat_interleave(self.cell, 3)
+        return x[..., : self.height, : self.width]
+
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of ``x`` ``(B, C, H, W)`` over each patch's valid pixels: ``(B, C, nH, nW)``."""
         ph, pw = self.pad_amount()
@@ -146,7 +170,7 @@ class PatchGrid:
         return summed / self.area(x.device)
 
 
-ESTIMATOR_INPUTS = ("difference", "difference+feature")
+ESTIMATOR_INPUTS = ("difference", "difference+feature", "warped-difference")
 
 
 class ConfidenceEstimator(nn.Module):
@@ -155,9 +179,15 @@ class ConfidenceEstimator(nn.Module):
     ``weight`` is ``(num_decisions, K)`` and ``bias`` ``(num_decisions,)``; with ``shared`` one
     row serves every block, as the paper describes. ``forward(m, pooled)`` maps the patch-pooled
     estimator input ``(B, K, nH, nW)`` to the redundancy score ``S`` ``(B, nH, nW)`` float32 in
-    (0, 1). ``inputs`` picks what is pooled (:meth:`features`): the paper's inter-frame
-    difference ``|h_t - h_{t-1}|`` (``K = C``), or that difference concatenated with the current
-    features ``|h_t|`` (``K = 2C``, an ablation); a checkpoint's input follows from ``K``.
+    (0, 1). ``inputs`` picks what is pooled (:meth:`features`):
+
+    * ``difference``: the paper's inter-frame difference ``|h_t - h_{t-1}|`` (``K = C``);
+    * ``difference+feature``: that difference and the current features ``|h_t|`` (``K = 2C``);
+    * ``warped-difference``: ``|h_t - warp(g)|`` (``K = C``), where ``g`` is the block's input
+      when its cached update was computed, carried along and warped with the branch's flow
+      like that update: how much the input changed since, i.e. what warped reuse of the
+      update cannot follow. A checkpoint records it with a ``warped`` buffer; the other two
+      follow from ``K``.
     """
 
     def __init__(
@@ -172,14 +202,21 @@ class ConfidenceEstimator(nn.Module):
             raise ValueError(f"estimator inputs must be one of {ESTIMATOR_INPUTS}, got {inputs!r}")
         self.inputs = inputs
         rows = 1 if shared else num_blocks
-        width = num_feat * (1 if inputs == "difference" else 2)
+        width = num_feat * (2 if inputs == "difference+feature" else 1)
         self.weight = nn.Parameter(torch.zeros(rows, width))
         self.bias = nn.Parameter(torch.zeros(rows))
+        if inputs == "warped-difference":
+            self.register_buffer("warped", torch.ones(()))
+
+    @property
+    def warps_previous(self) -> bool:
+        return self.inputs == "warped-difference"
 
     def features(self, h: torch.Tensor, prev: torch.Tensor, grid: PatchGrid) -> torch.Tensor:
-        """Pooled input ``(B, K, nH, nW)`` from features ``h`` and ``prev`` ``(B, C, H, W)``."""
+        """Pooled input ``(B, K, nH, nW)`` from features ``h`` and ``prev`` ``(B, C, H, W)``
+        (``prev`` already warped for ``warped-difference``)."""
         pooled = grid.pool((h - prev).abs())
-        if self.inputs == "difference":
+        if self.inputs != "difference+feature":
             return pooled
         return torch.cat([pooled, grid.pool(h.abs())], 1)
 
@@ -191,24 +228,38 @@ class ConfidenceEstimator(nn.Module):
         return torch.sigmoid(self.logits(m, pooled))
 
 
-def frozen_keep_mask(policy: str, k: int, num_blocks: int) -> torch.Tensor:
-    """Blocks kept by a frozen policy with ``k`` of ``num_blocks``: ``(num_blocks,)`` bool."""
+def frozen_keep_mask(policy: str, k: int, num_blocks: int, shift: int = 0) -> torch.Tensor:
+    """Blocks kept by a frozen policy with ``k`` of ``num_blocks``: ``(num_blocks,)`` bool.
+
+    ``rotate`` is the ``uniform`` pattern shifted by ``shift`` blocks (the frame's step), so
+    over ``num_blocks`` consecutive frames every block runs ``k`` times.
+    """
     idx = torch.arange(num_blocks)
     if policy == "shallow":
         return idx < k
     if policy == "deep":
         return idx >= num_blocks - k
-    if policy == "uniform":
-        return (idx + 1) * k // num_blocks > idx * k // num_blocks
+    if policy in ("uniform", "rotate"):
+        j = idx + (shift if policy == "rotate" else 0)
+        return (j + 1) * k // num_blocks > j * k // num_blocks
     raise ValueError(f"no fixed keep mask for policy {policy!r}")
+
+
+def residual_update(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """``conv2(relu(conv1(h)))``: what a residual block adds to ``h`` ``(B, C, H, W)``."""
+    return block.conv2(F.relu(block.conv1(h)))
 
 
 class Router:
     """Routing state of one branch during one forward pass (never stored on the model).
 
-    Call :meth:`start_frame` before each frame, :meth:`decide` before each residual block, and
-    read :attr:`executed` afterwards: per frame and block, the fraction of the frame's pixels on
-    which the block ran, ``(T, num_blocks)``.
+    Call :meth:`start_frame` before each frame, then for each residual block :meth:`decide`
+    and :meth:`apply`; read :attr:`executed` afterwards: per frame and block, the fraction of
+    the frame's pixels on which the block ran, ``(T, num_blocks)``.
+
+    Forced frames run every block everywhere: the first frame of the ``learned`` policy (no
+    previous features to score) and of any ``reuse`` route (no update to reuse yet), and every
+    ``route.refresh``-th frame. Budgets are spread over the frames that are not forced.
     """
 
     def __init__(
@@ -222,6 +273,7 @@ class Router:
         device: torch.device,
         targets: dict[int, list[torch.Tensor]] | None = None,
         target_every: int = 6,
+        reuse_targets: bool = False,
     ) -> None:
         if route.policy == "learned" and estimator is None and not route.runs_everything():
             raise ValueError(
@@ -231,6 +283,7 @@ class Router:
         self.route = route
         self.grid = grid
         self.batch = batch
+        self.num_frames = num_frames
         self.num_blocks = num_blocks
         self.estimator = estimator
         self.device = device
@@ -240,47 +293,91 @@ class Router:
         self.block_map = torch.zeros(batch, num_frames, grid.rows, grid.cols, dtype=torch.int16)
         self.thresholds: list[float] = []
         self.prev: list[torch.Tensor | None] = [None] * num_blocks
+        self.updates: list[torch.Tensor | None] = [None] * num_blocks
+        self._warped = [True] * num_blocks
+        self.flow: torch.Tensor | None = None
         self.frame = -1
         self.step = 0
+        self._free_steps = 0  # steps so far that were not forced
+        self._full_frame = False
         self._gen = torch.Generator().manual_seed(route.seed)
         self._plan: torch.Tensor | None = None
         self._scores: list[torch.Tensor] = []
         self._tau = route.threshold
+        self._want = 1.0
+        self._prev_warped: torch.Tensor | None = None
         self.targets = targets
         self.target_every = target_every
+        self.reuse_targets = reuse_targets
+        self._pending: dict[int, torch.Tensor] = {}
         self.log: list[tuple[int, int, torch.Tensor, torch.Tensor | None]] = []
 
     # -- per frame -------------------------------------------------------------------------
-    def start_frame(self, frame: int) -> None:
-        """Begin frame ``frame`` (its index in the clip); frames come in propagation order."""
-        self.frame = frame
+    def forced(self, step: int) -> bool:
+        """Whether propagation step ``step`` runs every block everywhere."""
         r = self.route
+        first = step == 0 and (r.policy == "learned" or r.skip == "reuse")
+        return first or (r.refresh > 0 and step % r.refresh == 0)
+
+    def start_frame(self, frame: int, flow: torch.Tensor | None = None) -> None:
+        """Begin frame ``frame`` (its index in the clip); frames come in propagation order.
+
+        ``flow`` ``(B, 2, H, W)`` warps the previously processed frame onto this one (``None``
+        on the branch's first frame); reused updates and ``warped-difference`` use it.
+        """
+        self.frame = frame
+        self.flow = flow
+        self._warped = [False] * self.num_blocks
+        self._pending = {}
+        r = self.route
+        self._full_frame = self.forced(self.step)
         cells = (self.batch, self.grid.rows, self.grid.cols)
         if r.policy == "learned":
-            if r.block_budget is not None and self.step > 0:
+            if r.block_budget is not None and self.step > 0 and not self._full_frame:
                 self._tau = self._next_threshold()
             self._scores = []
+            tau = 0.0 if self._full_frame and self.step > 0 else self._tau
         else:
-            # Error diffusion over frames makes a fractional K exact on average.
-            target = r.keep_fraction * self.num_blocks
-            k = round(target * (self.step + 1)) - round(target * self.step)
-            k = max(0, min(self.num_blocks, k))
+            tau = None
+            if self._full_frame:
+                k = self.num_blocks
+            else:
+                # Error diffusion over the free frames makes a fractional K exact on average.
+                target = self._free_keep_fraction() * self.num_blocks
+                j = self._free_steps
+                k = max(0, min(self.num_blocks, round(target * (j + 1)) - round(target * j)))
+                self._free_steps += 1
             if r.policy == "random":
                 noise = torch.rand(*cells, self.num_blocks, generator=self._gen)
                 ranks = noise.argsort(dim=-1).argsort(dim=-1)
                 self._plan = (ranks < k).permute(3, 0, 1, 2).to(self.device)
             else:
-                keep = frozen_keep_mask(r.policy, k, self.num_blocks)
+                keep = frozen_keep_mask(r.policy, k, self.num_blocks, shift=self.step)
                 self._plan = keep.view(-1, 1, 1, 1).expand(-1, *cells).to(self.device)
-        self.thresholds.append(-1.0 if self._tau is None else self._tau)
+        self.thresholds.append(-1.0 if tau is None else tau)
         self.step += 1
 
+    def _forced_count(self, start: int) -> int:
+        return sum(self.forced(s) for s in range(start, self.num_frames))
+
+    def _free_keep_fraction(self) -> float:
+        """Frozen policies: the kept fraction on free frames that makes the clip's average
+        ``keep_fraction``, forced frames counted."""
+        forced = self._forced_count(0)
+        free = self.num_frames - forced
+        if free <= 0:
+            return 1.0
+        keep = (self.route.keep_fraction * self.num_frames - forced) / free
+        return min(max(keep, 0.0), 1.0)
+
     def _owed_fraction(self) -> float:
-        """Fraction of this frame's block work still owed to reach ``block_budget`` on average
-        over the frames so far (the first frame of a branch always runs fully)."""
+        """Fraction of this frame's block work that spreads what is left of ``block_budget``
+        over the clip evenly across this and the remaining free frames."""
         done = float(self.executed.sum())  # in units of (frame x block) at full area
-        owed = self.route.block_budget * self.step * self.num_blocks
-        want = (owed + self.route.block_budget * self.num_blocks - done) / self.num_blocks
+        total = self.route.block_budget * self.num_frames * self.num_blocks
+        future_forced = self._forced_count(self.step + 1)
+        free = self.num_frames - self.step - future_forced
+        want = (total - done - future_forced * self.num_blocks) / (max(free, 1) * self.num_blocks)
         return min(max(want, 0.0), 1.0)
 
     def _quantile_threshold(self, scores: list[torch.Tensor], want: float) -> float:
@@ -310,42 +407,105 @@ class Router:
         """The teacher depth whose features supervise the decision before block ``m``."""
         return self.target_every * (m // self.target_every + 1)
 
+    def _score(self, m: int, h: torch.Tensor) -> torch.Tensor | None:
+        """The estimator's score ``(B, nH, nW)`` for block ``m`` (with grad), or ``None`` on
+        the branch's first frame. Keeps what the next frame compares with: ``h`` itself, or
+        for ``warped-difference`` the warped input the block's cached update came from."""
+        prev = self.prev[m]
+        if prev is None or self.estimator is None:
+            self.prev[m] = h.detach()
+            return None
+        if self.estimator.warps_previous:
+            if self.flow is not None:
+                prev = flow_warp(prev, self.flow)
+            self._prev_warped = prev
+        else:
+            self.prev[m] = h.detach()
+        score = self.estimator(m, self.estimator.features(h.detach(), prev, self.grid))
+        self._scores.append(score.detach())
+        return score
+
     def decide(self, m: int, h: torch.Tensor) -> torch.Tensor:
         """Which patches run block ``m`` on features ``h`` ``(B, C, H, W)``: ``(B, nH, nW)`` bool.
 
         With ``targets`` (training), every estimator score is logged in :attr:`log` as
         ``(frame, m, S, d)`` where ``d`` ``(B, nH, nW)`` is the per-patch RMS distance of ``h``
-        to the teacher's features at :meth:`target_layer`.
+        to the teacher's features at :meth:`target_layer`. With ``reuse_targets`` instead,
+        ``d`` is the per-patch RMS error of the reused update (logged by :meth:`apply`).
         """
         r = self.route
-        if r.policy != "learned" and self.targets is None:
+        score = None
+        if r.policy == "learned" or self.targets is not None or self.reuse_targets:
+            score = self._score(m, h)
+        if score is not None and self.reuse_targets:
+            self._pending[m] = score
+        elif score is not None and self.targets is not None:
+            target = self.targets[self.target_layer(m)][self.frame]
+            d = self.grid.pool((h.detach() - target).pow(2).mean(1, keepdim=True))
+            self.log.append((self.frame, m, score, d[:, 0].sqrt()))
+        if self._full_frame or (r.policy == "learned" and score is None):
+            run = torch.ones(
+                self.batch, self.grid.rows, self.grid.cols, dtype=torch.bool, device=self.device
+            )
+        elif r.policy != "learned":
             run = self._plan[m]
         else:
-            prev = self.prev[m]
-            self.prev[m] = h.detach()
-            score = None
-            if prev is not None and self.estimator is not None:
-                pooled = self.estimator.features(h.detach(), prev, self.grid)
-                score = self.estimator(m, pooled)
-                self._scores.append(score.detach())
-            if self.targets is not None and score is not None:
-                target = self.targets[self.target_layer(m)][self.frame]
-                d = self.grid.pool((h.detach() - target).pow(2).mean(1, keepdim=True))
-                self.log.append((self.frame, m, score, d[:, 0].sqrt()))
-            if r.policy != "learned":
-                run = self._plan[m]
-            elif score is None:
-                run = torch.ones(
-                    self.batch, self.grid.rows, self.grid.cols, dtype=torch.bool, device=self.device
-                )
-            else:
-                tau = self._tau
-                if tau is None:  # second frame of a budget run: no history yet
-                    tau = self._quantile_threshold(self._scores, self._want)
-                run = score.detach() <= 1.0 - tau
+            tau = self._tau
+            if tau is None:  # second frame of a budget run: no history yet
+                tau = self._quantile_threshold(self._scores, self._want)
+            run = score.detach() <= 1.0 - tau
+        if score is not None and self.estimator.warps_previous:
+            # the cached input follows the cached update: refreshed only where the block runs
+            keep = self.grid.expand(~run, h.dtype)
+            self.prev[m] = h.detach() + keep * (self._prev_warped - h.detach())
         self.executed[self.frame, m] = float((run.float() * self.area).sum()) / self.total_area
         self.block_map[:, self.frame] += run.to("cpu", torch.int16)
         return run
+
+    def release(self) -> None:
+        """Drop the per-block feature and update caches once the branch is done (memory)."""
+        self.prev = [None] * self.num_blocks
+        self.updates = [None] * self.num_blocks
+
+    def reused_update(self, m: int) -> torch.Tensor:
+        """Block ``m``'s last update ``(B, C, H, W)``, warped onto the current frame (once)."""
+        if not self._warped[m]:
+            if self.flow is not None:
+                self.updates[m] = flow_warp(self.updates[m], self.flow)
+            self._warped[m] = True
+        return self.updates[m]
+
+    def apply(self, block: nn.Module, m: int, h: torch.Tensor, run: torch.Tensor) -> torch.Tensor:
+        """Block ``m`` on ``h`` ``(B, C, H, W)`` where ``run`` ``(B, nH, nW)``; elsewhere the
+        route's skip output (``h`` itself, or ``h`` plus the reused update)."""
+        mask_mode = self.route.execution == "mask"
+        if self.route.skip == "identity":
+            if mask_mode:
+                return masked_residual_block(block, h, run, self.grid)
+            return run_residual_block(block, h, run, self.grid)
+        if self.updates[m] is None:  # forced first frame: every patch runs
+            update = residual_update(block, h)
+        elif mask_mode:
+            fresh = residual_update(block, h)
+            reused = self.reused_update(m)
+            score = self._pending.pop(m, None)
+            if score is not None:
+                err = self.grid.pool(
+                    (fresh.detach() - reused.detach()).pow(2).mean(1, keepdim=True)
+                )
+                self.log.append((self.frame, m, score, err[:, 0].sqrt()))
+            mask = self.grid.expand(run, h.dtype)
+            update = reused + mask * (fresh - reused)
+        elif bool(run.all()):
+            update = residual_update(block, h)
+        elif not bool(run.any()):
+            update = self.reused_update(m)
+        else:
+            update = run_residual_block(block, h, run, self.grid) - h  # zero where skipped
+            update = update + self.grid.expand(~run, h.dtype) * self.reused_update(m)
+        self.updates[m] = update
+        self._warped[m] = True
+        return h + update
 
 
 def masked_residual_block(
@@ -353,10 +513,7 @@ def masked_residual_block(
 ) -> torch.Tensor:
     """Training form of :func:`run_residual_block`: the block runs everywhere and its update
     is kept where ``run`` (``(B, nH, nW)`` bool or float in [0, 1]); differentiable."""
-    mask = run.to(h.dtype)[:, None]
-    mask = mask.repeat_interleave(grid.cell, 2).repeat_interleave(grid.cell, 3)
-    mask = mask[..., : grid.height, : grid.width]
-    return h + mask * (block(h) - h)
+    return h + grid.expand(run, h.dtype) * residual_update(block, h)
 
 
 def run_residual_block(

@@ -51,12 +51,13 @@ import yaml
 from skipvsr.backbone import BRANCHES, BasicVSR
 from skipvsr.cost import NetworkShape, block_share
 from skipvsr.losses import MAPPINGS, charbonnier, feature_alignment_loss, mask_loss
-from skipvsr.routing import ESTIMATOR_INPUTS, Route
+from skipvsr.routing import ESTIMATOR_INPUTS, SKIP_OUTPUTS, Route
 from skipvsr.train_data import ClipSampler, default_cache, load_split
 
 SCHEDULES = ("full", "estimator_only")
 SKIP_MODES = ("hard", "random")
 TARGETS = ("hr", "teacher")
+ESTIMATOR_TARGETS = ("teacher", "reuse")
 
 
 @dataclass
@@ -86,6 +87,9 @@ class TrainConfig:
     lambda_mask: float = 1.0
     lambda_error: float = 0.1
     theta: float = 20.0  # S~ = 1 - tanh(theta * d)
+    # d: teacher = distance to the teacher's target-depth features (paper); reuse = RMS error
+    # of the reused update against the block's true update (needs skip: reuse)
+    estimator_target: str = "teacher"
     target_every: int = 6
     tfa_interval: int = 6  # 0 = no temporal feature alignment
     tfa_mapping: str = "sum2"  # sum | sum2 | max
@@ -95,6 +99,8 @@ class TrainConfig:
     budget_min: float = 0.1  # residual-block budgets sampled in [budget_min, budget_max]
     budget_max: float = 0.9
     cell: int = 16
+    skip: str = "reuse"  # reuse | identity: what a skipped block gives (routing.Route.skip)
+    refresh: int = 0  # full-cost frame every N frames (routing.Route.refresh)
     # data
     data: str = ""  # cache root ("" = $SKIPVSR_CACHE/train or ~/.cache/skipvsr/train)
     num_frames: int = 8
@@ -154,6 +160,14 @@ def make_config(values: dict, overrides: list[str] = ()) -> TrainConfig:
         ),
         (cfg.skip_mode in SKIP_MODES, f"skip_mode must be one of {SKIP_MODES}"),
         (cfg.target in TARGETS, f"target must be one of {TARGETS}"),
+        (
+            cfg.estimator_target in ESTIMATOR_TARGETS,
+            f"estimator_target must be one of {ESTIMATOR_TARGETS}",
+        ),
+        (cfg.skip in SKIP_OUTPUTS, f"skip must be one of {SKIP_OUTPUTS}"),
+        (cfg.estimator_target != "reuse" or cfg.skip == "reuse",
+         "estimator_target: reuse needs skip: reuse"),
+        (cfg.refresh >= 0, "refresh must be >= 0"),
         (cfg.tfa_mapping in MAPPINGS, f"tfa_mapping must be one of {MAPPINGS}"),
         (cfg.steps >= 1 and cfg.batch_size >= 1, "steps and batch_size must be >= 1"),
         (cfg.num_frames >= 2, "num_frames must be >= 2"),
@@ -268,18 +282,13 @@ def _spynet_trains(spynet: torch.nn.Module) -> bool:
 def sample_route(cfg: TrainConfig, step: int) -> Route:
     """The training route of ``step`` (mask execution), a function of ``(seed, step)`` only."""
     rng = np.random.default_rng([cfg.seed, step, 1])
+    common = dict(cell=cfg.cell, execution="mask", skip=cfg.skip, refresh=cfg.refresh)
     if rng.random() < cfg.full_prob:
-        return Route("learned", threshold=0.0, cell=cfg.cell, execution="mask")
+        return Route("learned", threshold=0.0, **common)
     budget = float(rng.uniform(cfg.budget_min, cfg.budget_max))
     if cfg.skip_mode == "random":
-        return Route(
-            "random",
-            block_budget=budget,
-            cell=cfg.cell,
-            execution="mask",
-            seed=int(rng.integers(2**31)),
-        )
-    return Route("learned", block_budget=budget, cell=cfg.cell, execution="mask")
+        return Route("random", block_budget=budget, seed=int(rng.integers(2**31)), **common)
+    return Route("learned", block_budget=budget, **common)
 
 
 def depths(cfg: TrainConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -304,12 +313,18 @@ def train_step(
     """Forward both networks on ``lr`` ``(B, T, 3, p, p)`` and return the total loss (with
     grad) and its terms. ``hr`` ``(B, T, 3, 4p, 4p)`` is needed only for ``target: hr``."""
     target_depths, tfa_depths = depths(cfg)
+    full = cfg.schedule == "full"
+    reuse = cfg.estimator_target == "reuse"
     with torch.no_grad():
         flows = teacher.compute_flows(lr)
-        ref = teacher(lr, flows=flows, taps=tuple(sorted(set(target_depths) | set(tfa_depths))))
+        ref = None
+        if full or not reuse:  # an estimator-only run on reuse errors needs no teacher pass
+            taps = tuple(sorted(set(() if reuse else target_depths) | set(tfa_depths)))
+            ref = teacher(lr, flows=flows, taps=taps)
     student_flows = None if _spynet_trains(student.spynet) else flows
-    targets = {b: {d: ref.features[b][d] for d in target_depths} for b in BRANCHES}
-    full = cfg.schedule == "full"
+    targets = None
+    if not reuse:
+        targets = {b: {d: ref.features[b][d] for d in target_depths} for b in BRANCHES}
     out = student(
         lr,
         route=route,
@@ -317,6 +332,7 @@ def train_step(
         taps=tfa_depths if full else (),
         targets=targets,
         target_every=cfg.target_every,
+        reuse_targets=reuse,
     )
     l_mask = mask_loss(out.scores["backward"] + out.scores["forward"], cfg.theta)
     total = cfg.lambda_mask * l_mask
@@ -364,7 +380,13 @@ def validate(cfg: TrainConfig, student: BasicVSR, clips, device: torch.device) -
             if budget < 1.0:
                 floor = 1.0 - block_share(NetworkShape(cfg.num_feat, cfg.num_block))
                 blocks = (max(budget, floor) - floor) / (1.0 - floor)  # tiny nets: floor ~ 1
-                route = Route("learned", block_budget=blocks, cell=cfg.cell)
+                route = Route(
+                    "learned",
+                    block_budget=blocks,
+                    cell=cfg.cell,
+                    skip=cfg.skip,
+                    refresh=cfg.refresh,
+                )
             out = student(lr, route=route)
             sr = out.sr[0].clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
             psnrs.append(float(np.mean([psnr(a, b) for a, b in zip(sr, hr, strict=True)])))

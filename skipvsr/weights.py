@@ -202,6 +202,8 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> BasicVSR:
     shared = has_est and est_shape[0] == 1
     num_feat = state["fusion.weight"].shape[0] if "fusion.weight" in state else 64
     inputs = "difference+feature" if has_est and est_shape[-1] == 2 * num_feat else "difference"
+    if "forward_estimator.warped" in state:
+        inputs = "warped-difference"
     model = BasicVSR(estimators=has_est, shared_estimator=shared, estimator_inputs=inputs)
     check_keys(model, state, path)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)

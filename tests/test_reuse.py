@@ -1,0 +1,142 @@
+"""Skip outputs: reusing a block's last warped update, the rotate policy and refresh frames."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skipvsr import cost
+from skipvsr.backbone import ResidualBlock
+from skipvsr.routing import PatchGrid, Route, Router, frozen_keep_mask, residual_update
+from tests.conftest import moving_clip, tiny_model
+
+
+def _router(grid: PatchGrid, frames: int = 3, blocks: int = 2) -> Router:
+    return Router(Route(policy="uniform", keep=0.5, cell=grid.cell), grid, 1, frames, blocks,
+                  None, torch.device("cpu"))  # fmt: skip
+
+
+def test_reused_update_is_added_exactly_where_the_block_is_skipped():
+    torch.manual_seed(0)
+    block = ResidualBlock(4).eval()
+    grid = PatchGrid(8, 12, 4)
+    router = _router(grid)
+    h = torch.randn(1, 4, 8, 12)
+    router.start_frame(0)
+    with torch.no_grad():
+        first = router.apply(block, 0, h, torch.ones(1, 2, 3, dtype=torch.bool))
+    cached = first - h
+    # next frame, moved right by 3 pixels: flow (dx=-3) samples x-3 onto x
+    flow = torch.zeros(1, 2, 8, 12)
+    flow[:, 0] = -3.0
+    router.start_frame(1, flow)
+    h2 = torch.randn(1, 4, 8, 12)
+    run = torch.tensor([[[True, False, False], [False, True, True]]])
+    with torch.no_grad():
+        out = router.apply(block, 0, h2, run)
+        fresh = block(h2)
+    shifted = torch.zeros_like(cached)
+    shifted[..., 3:] = cached[..., :-3]
+    pix = grid.expand(run, torch.float32).bool().expand_as(h2)
+    assert torch.allclose(out[pix], fresh[pix], atol=1e-5)
+    assert torch.allclose(out[~pix], (h2 + shifted)[~pix], atol=1e-5)
+    # the cache now holds the fresh update where the block ran, the warped one elsewhere
+    assert torch.allclose(router.updates[0], out - h2, atol=1e-6)
+
+
+def test_identity_skip_adds_nothing():
+    block = ResidualBlock(4).eval()
+    grid = PatchGrid(8, 8, 4)
+    router = Router(Route(policy="uniform", keep=0.5, cell=4, skip="identity"), grid, 1, 2, 1,
+                    None, torch.device("cpu"))  # fmt: skip
+    h = torch.randn(1, 4, 8, 8)
+    router.start_frame(0)
+    run = torch.tensor([[[True, False], [False, False]]])
+    with torch.no_grad():
+        out = router.apply(block, 0, h, run)
+    pix = grid.expand(run, torch.float32).bool().expand_as(h)
+    assert torch.equal(out[~pix], h[~pix])
+    assert torch.allclose(out[pix], (h + residual_update(block, h))[pix], atol=1e-6)
+
+
+ROUTES = [
+    Route(threshold=0.5, cell=8),
+    Route(threshold=0.5, cell=8, refresh=3),
+    Route(policy="random", keep=0.5, cell=8),
+    Route(policy="rotate", keep=0.5, cell=8),
+    Route(policy="rotate", keep=0.3, cell=8, skip="identity"),
+]
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.policy}-{r.skip}-{r.refresh}")
+@pytest.mark.parametrize("inputs", ["difference", "warped-difference"])
+def test_gather_equals_mask_execution_with_reuse(route, inputs):
+    model = tiny_model()
+    if inputs != "difference":
+        model = tiny_model()
+        warped = tiny_model(estimators=False)
+        from skipvsr.backbone import BasicVSR
+
+        warped = BasicVSR(8, 6, estimators=True, estimator_inputs=inputs)
+        warped.load_state_dict(model.state_dict(), strict=False)
+        model = warped.eval()
+    lr = moving_clip()[None]
+    with torch.no_grad():
+        a = model(lr, route)
+        b = model(lr, Route(**{**route.__dict__, "execution": "mask"}))
+    assert (a.sr - b.sr).abs().max() < 1e-5
+    assert torch.equal(a.executed["forward"], b.executed["forward"])
+    assert float(a.executed["forward"].mean()) < 1.0
+
+
+@pytest.mark.parametrize("policy", ["learned", "rotate"])
+def test_threshold_zero_and_full_keep_are_plain_basicvsr_bit_for_bit(policy):
+    model = tiny_model()
+    lr = moving_clip()[None]
+    route = Route(policy=policy, keep=None if policy == "learned" else 1.0, refresh=2)
+    with torch.no_grad():
+        assert torch.equal(model(lr).sr, model(lr, route).sr)
+
+
+def test_reuse_changes_the_output_of_skipped_blocks():
+    model = tiny_model()
+    lr = moving_clip()[None]
+    with torch.no_grad():
+        reuse = model(lr, Route(policy="rotate", keep=0.5, cell=8)).sr
+        ident = model(lr, Route(policy="rotate", keep=0.5, cell=8, skip="identity")).sr
+    assert torch.equal(reuse[:, 0:0], ident[:, 0:0])
+    assert (reuse - ident).abs().max() > 1e-4
+
+
+def test_rotate_runs_every_block_equally_often():
+    n, k = 30, 13
+    counts = sum(frozen_keep_mask("rotate", k, n, shift=s).int() for s in range(n))
+    assert torch.equal(counts, torch.full((n,), k))
+    for s in range(5):
+        assert int(frozen_keep_mask("rotate", k, n, shift=s).sum()) == k
+    half = [frozen_keep_mask("rotate", 15, 30, shift=s) for s in (0, 1)]
+    assert torch.equal(half[0], ~half[1])  # at half, a block runs every other frame
+
+
+@pytest.mark.parametrize("frames", [5, 40])
+@pytest.mark.parametrize(
+    "route",
+    [
+        Route(cell=8),
+        Route(cell=8, refresh=8),
+        Route(policy="rotate", cell=8, keep=0.0),
+        Route(policy="random", cell=8, keep=0.0),
+    ],
+    ids=["learned", "learned-refresh", "rotate", "random"],
+)
+@pytest.mark.parametrize("budget", [0.8, 0.63, 0.43])
+def test_budgets_are_met_on_short_and_long_clips(route, budget, frames):
+    model = tiny_model()
+    lr = moving_clip(t=frames, h=16, w=24)[None]
+    blocks = cost.block_fraction_for_budget(budget)
+    route = Route(**{**route.__dict__, "keep": None, "block_budget": blocks, "threshold": 0.0})
+    with torch.no_grad():
+        out = model(lr, route)
+    for branch, executed in out.executed.items():
+        mac = 1 - cost.block_share() * (1 - float(executed.mean()))
+        assert abs(mac - budget) <= 0.02, (branch, mac)
