@@ -72,6 +72,12 @@ REGISTRY: dict[str, dict] = {
 }
 
 
+BACKBONE_KEY = "backbone_sha256"
+"""Key of an estimator-only checkpoint: the SHA-256 (hex, as uint8 codes) of the registered
+checkpoint whose backbone it routes. The shipped SkipVSR model is such a file, so its
+threshold-0 network *is* that backbone, bit for bit."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, unsafe, or of the wrong architecture."""
 
@@ -193,10 +199,35 @@ def check_keys(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Pat
         )
 
 
+def _with_backbone(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Complete an estimator-only state dict with the registered backbone it names."""
+    code = state.pop(BACKBONE_KEY)
+    try:
+        digest = bytes(code.to(torch.uint8).tolist()).decode("ascii")
+    except (UnicodeDecodeError, RuntimeError):
+        raise CheckpointError(f"checkpoint {path}: unreadable {BACKBONE_KEY}") from None
+    names = [n for n, e in REGISTRY.items() if e["sha256"] == digest and not e.get("backbone")]
+    if not names:
+        raise CheckpointError(
+            f"checkpoint {path}: its backbone (sha256 {digest[:16]}...) is not a registered model"
+        )
+    base_path = resolve(names[0])
+    if sha256(base_path) != digest:
+        raise CheckpointError(f"checkpoint {path}: backbone file {base_path} has another sha256")
+    if any("estimator" not in k for k in state):
+        raise CheckpointError(f"checkpoint {path}: an estimator-only file holds backbone keys")
+    return {**read_state_dict(base_path), **state}
+
+
 def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> BasicVSR:
-    """A :class:`BasicVSR` in eval mode with the named or given checkpoint's weights (float32)."""
+    """A :class:`BasicVSR` in eval mode with the named or given checkpoint's weights (float32).
+
+    An estimator-only checkpoint (:data:`BACKBONE_KEY`) gets its registered backbone's weights.
+    """
     path = resolve(name_or_path)
     state = read_state_dict(path)
+    if BACKBONE_KEY in state:
+        state = _with_backbone(state, path)
     has_est = any(k.startswith(("forward_estimator.", "backward_estimator.")) for k in state)
     est_shape = state.get("forward_estimator.weight", torch.zeros(2, 64)).shape
     shared = has_est and est_shape[0] == 1

@@ -140,3 +140,40 @@ def test_budgets_are_met_on_short_and_long_clips(route, budget, frames):
     for branch, executed in out.executed.items():
         mac = 1 - cost.block_share() * (1 - float(executed.mean()))
         assert abs(mac - budget) <= 0.02, (branch, mac)
+
+
+def test_estimator_only_checkpoint_loads_its_registered_backbone_bit_for_bit(tmp_path):
+    from tests.conftest import real_weights
+
+    from skipvsr.weights import BACKBONE_KEY, CheckpointError, load_model, resolve, sha256
+
+    real_weights()
+    teacher = load_model("basicvsr-vimeo-bi")
+    est = {
+        "forward_estimator.weight": torch.randn(30, 64),
+        "forward_estimator.bias": torch.zeros(30),
+        "forward_estimator.warped": torch.ones(()),
+        "backward_estimator.weight": torch.randn(30, 64),
+        "backward_estimator.bias": torch.zeros(30),
+        "backward_estimator.warped": torch.ones(()),
+    }
+    digest = sha256(resolve("basicvsr-vimeo-bi"))
+    good = tmp_path / "est.pt"
+    torch.save({**est, BACKBONE_KEY: torch.tensor(list(digest.encode()), dtype=torch.uint8)}, good)
+    model = load_model(good)
+    assert model.forward_estimator.inputs == "warped-difference"
+    assert torch.equal(model.forward_estimator.weight, est["forward_estimator.weight"])
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    bad = tmp_path / "bad.pt"
+    torch.save({**est, BACKBONE_KEY: torch.tensor(list(b"0" * 64), dtype=torch.uint8)}, bad)
+    with pytest.raises(CheckpointError, match="not a registered model"):
+        load_model(bad)
+    mixed = tmp_path / "mixed.pt"
+    extra = {"fusion.bias": torch.zeros(64)}
+    torch.save(
+        {**est, **extra, BACKBONE_KEY: torch.tensor(list(digest.encode()), dtype=torch.uint8)},
+        mixed,
+    )
+    with pytest.raises(CheckpointError, match="holds backbone keys"):
+        load_model(mixed)
