@@ -143,9 +143,8 @@ def test_budgets_are_met_on_short_and_long_clips(route, budget, frames):
 
 
 def test_estimator_only_checkpoint_loads_its_registered_backbone_bit_for_bit(tmp_path):
-    from tests.conftest import real_weights
-
     from skipvsr.weights import BACKBONE_KEY, CheckpointError, load_model, resolve, sha256
+    from tests.conftest import real_weights
 
     real_weights()
     teacher = load_model("basicvsr-vimeo-bi")
