@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skipvsr import cost
+
 POLICIES = ("learned", "uniform", "shallow", "deep", "random")
 HALO = 2  # two 3x3 convs per residual block
 
@@ -90,6 +92,15 @@ class Route:
             raise ValueError(f"execution must be 'gather' or 'mask', got {self.execution!r}")
         if self.policy != "learned" and self.keep is None and self.block_budget is None:
             raise ValueError(f"policy {self.policy!r} needs keep or budget")
+
+    @classmethod
+    def for_budget(cls, budget: float, net: cost.NetworkShape | None = None, **fields) -> Route:
+        """The route that costs ``budget`` of the full network's MACs without SpyNet on a
+        network of shape ``net`` (default 64x30): ``block_budget`` from
+        :func:`skipvsr.cost.block_fraction_for_budget` (raises below the non-block floor).
+        ``fields`` are the other fields (``policy``, ``cell``, ``seed``, ``execution``)."""
+        blocks = cost.block_fraction_for_budget(budget, net or cost.NetworkShape())
+        return cls(budget=budget, block_budget=blocks, **fields)
 
     @property
     def keep_fraction(self) -> float | None:
@@ -223,11 +234,6 @@ class Router:
         targets: dict[int, list[torch.Tensor]] | None = None,
         target_every: int = 6,
     ) -> None:
-        if route.policy == "learned" and estimator is None and not route.runs_everything():
-            raise ValueError(
-                "policy 'learned' needs a model with trained confidence estimators; "
-                "the official BasicVSR weights have none (use a frozen policy or a SkipVSR model)"
-            )
         self.route = route
         self.grid = grid
         self.batch = batch
