@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from PIL import Image  # noqa: E402
 
 from skipvsr.degradation import degrade_bi, mod_crop  # noqa: E402
-from skipvsr.video_io import FrameSource  # noqa: E402
+from skipvsr.video.io import FrameSource  # noqa: E402
 
 VALIDATION = ("sam2_04_coffee", "davis_camel")
 

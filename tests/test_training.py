@@ -18,8 +18,8 @@ import torch
 import torch.multiprocessing as mp
 
 from skipvsr.degradation import degrade_bi
-from skipvsr.train_data import ClipSampler, load_split
-from skipvsr.training import (
+from skipvsr.train.data import ClipSampler, load_split
+from skipvsr.train.loop import (
     build_student,
     build_teacher,
     load_config,

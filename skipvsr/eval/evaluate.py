@@ -257,7 +257,7 @@ def evaluate(
 
     Args:
         runner: the model (or bicubic).
-        clips: iterable of :class:`skipvsr.data.Clip` with ground truth (loaded lazily).
+        clips: iterable of :class:`skipvsr.eval.datasets.Clip` with ground truth (loaded lazily).
         settings: from :func:`make_settings`.
         config: dataset/model/degradation fields, recorded and used as the cache key.
         max_frames: only the first N frames of each clip.

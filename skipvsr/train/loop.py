@@ -9,7 +9,7 @@ One training step, top to bottom (:func:`train_step`):
    the full network (threshold 0), otherwise a residual-block budget drawn uniformly from
    ``[budget_min, budget_max]``. The student runs with ``execution='mask'`` so it experiences
    the skipping it will do at inference, and one model serves every budget.
-3. ``L = L_rec + lambda_mask * L_mask + lambda_error * L_error`` (see :mod:`skipvsr.losses`).
+3. ``L = L_rec + lambda_mask * L_mask + lambda_error * L_error`` (see :mod:`skipvsr.train.losses`).
    ``L_mask`` reaches only the estimators (their input and the regression distance are
    detached), ``L_rec`` and ``L_error`` only the backbone.
 
