@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 import skipvsr
+from skipvsr.frames import to_tensor
 from skipvsr.video.io import FrameSource
-from skipvsr.video.streaming import iter_chunks, to_tensor
+from skipvsr.video.streaming import iter_chunks
 
 
 def default_clip() -> Path:

@@ -22,10 +22,11 @@ import numpy as np
 # parent (the benchmark) would report the parent's peak.
 CHILD = """
 import sys
-from skipvsr.video.streaming import bilinear_upscale, upscale_media
-s = upscale_media(sys.argv[1], sys.argv[2], bilinear_upscale, quiet=True)
+from skipvsr.video.streaming import bilinear_upscale, limit_heap_growth, upscale_media
+limit_heap_growth()  # as `skipvsr upscale` does
+s = upscale_media(sys.argv[1], sys.argv[2], bilinear_upscale, progress=False)
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
-print(s["frames"], hwm)
+print(s.frames, hwm)
 """
 
 
