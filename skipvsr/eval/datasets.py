@@ -54,8 +54,9 @@ class Clip:
 def read_frames(folder: str | Path) -> tuple[np.ndarray, list[str]]:
     """All frames of ``folder`` as ``(T, H, W, 3)`` uint8, plus their file names.
 
-    Raises :class:`skipvsr.frames.MediaError` (a ``ValueError``) for an empty folder, a frame
-    that is not 8-bit RGB, or a frame whose size differs from the first one.
+    Raises ``ValueError`` for an empty folder, and :class:`skipvsr.frames.MediaError` (a
+    ``ValueError``) naming the file for a frame that is not 8-bit RGB or whose size differs from
+    the first one.
     """
     paths = list_frames(folder)
     if not paths:

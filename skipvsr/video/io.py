@@ -6,8 +6,12 @@ so that variable frame rate survives a round trip.
 
 * :func:`probe` / :func:`format_info` describe a file or a folder of frames.
 * :class:`FrameSource` decodes a video file or reads a folder of PNG/JPG frames.
-* :class:`FrameSink` encodes a video (audio and subtitles copied from the source) or writes a
-  PNG folder; the result appears at the target path only once it is complete.
+* :class:`FrameSink` encodes a video (audio and subtitles copied from the source by
+  :class:`skipvsr.video.audio.AuxCopier`) or writes a PNG folder; the result appears at the
+  target path only once it is complete.
+
+Frame folders are read with :func:`skipvsr.frames.read_rgb8` (8-bit RGB only); every error is
+a one-line :class:`skipvsr.frames.MediaError`.
 
 Colour: YUV is converted with the matrix the stream is tagged with (BT.601 when it is
 untagged and smaller than HD, BT.709 otherwise) and with its range (limited unless tagged full
