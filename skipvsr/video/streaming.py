@@ -57,6 +57,7 @@ def limit_heap_growth(mmap_threshold: int = 64 * 1024) -> None:
     glibc raises its mmap threshold as large buffers are freed, after which frame buffers land
     on the heap and fragment it: a 1000-frame job then peaked 1.22x higher than a 100-frame
     job; with a fixed threshold the ratio is 1.03-1.05 (``benchmarks/stream_memory.py``).
+    The setting holds for the whole process, so entry points (the commands) call this, once.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
