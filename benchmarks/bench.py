@@ -236,7 +236,7 @@ def main() -> int:
         for keep in (0.75, 0.5, 0.25):
             trunks = trunk_time(model, lr[None], keep, args.repeats)
             whole = median_time(
-                lambda k=keep: up.upscale(lr, policy="random", keep=k), args.repeats
+                lambda k=keep: up.upscale(lr, Route("random", keep=k)), args.repeats
             )
             r = {
                 "executed_block_fraction": keep,

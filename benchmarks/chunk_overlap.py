@@ -1,7 +1,7 @@
 """How close is chunked streaming to whole-sequence BasicVSR? Picks DEFAULT_CHUNK/OVERLAP.
 
 Runs the model once on a whole clip (in memory) and then chunk by chunk exactly like
-:func:`skipvsr.streaming.upscale_media` does, and prints the PSNR of each chunked result
+:func:`skipvsr.video.streaming.upscale_media` does, and prints the PSNR of each chunked result
 against the whole-sequence one (higher = closer; inf = identical).
 
     python benchmarks/chunk_overlap.py --frames 40 --crop 64x48 --device cpu
@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 import skipvsr
-from skipvsr.streaming import iter_chunks, to_tensor
-from skipvsr.video_io import FrameSource
+from skipvsr.frames import to_tensor
+from skipvsr.video.io import FrameSource
+from skipvsr.video.streaming import iter_chunks
 
 
 def default_clip() -> Path:

@@ -1,7 +1,7 @@
 """Peak memory of streaming must not grow with video length.
 
 Generates synthetic H.264 clips of N frames (default 100 and 1000, 64x48 LR), then runs
-:func:`skipvsr.streaming.upscale_media` (decode, chunking, x4 encode) with a cheap bilinear
+:func:`skipvsr.video.streaming.upscale_media` (decode, chunking, x4 encode) with a cheap bilinear
 stand-in model in a fresh subprocess per clip and reports its peak RSS (``VmHWM``).
 
     python benchmarks/stream_memory.py --frames 100 1000 [--size 320x180]
@@ -22,10 +22,11 @@ import numpy as np
 # parent (the benchmark) would report the parent's peak.
 CHILD = """
 import sys
-from skipvsr.streaming import bilinear_upscale, upscale_media
-s = upscale_media(sys.argv[1], sys.argv[2], bilinear_upscale, quiet=True)
+from skipvsr.video.streaming import bilinear_upscale, limit_heap_growth, upscale_media
+limit_heap_growth()  # as `skipvsr upscale` does
+s = upscale_media(sys.argv[1], sys.argv[2], bilinear_upscale, progress=False)
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
-print(s["frames"], hwm)
+print(s.frames, hwm)
 """
 
 

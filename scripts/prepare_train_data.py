@@ -2,8 +2,9 @@
 
 Usage::
 
-    python scripts/prepare_train_data.py [--src /work/shared/data/train] [--out DIR]
+    python scripts/prepare_train_data.py [--src SRC] [--out DIR]
 
+``SRC`` defaults to ``$SKIPVSR_DATA/train``, or ``../shared/data/train`` beside the repository.
 ``DIR`` defaults to ``$SKIPVSR_CACHE/train`` or ``~/.cache/skipvsr/train``. For every clip it
 writes ``DIR/<split>/<name>/hr.npy`` ``(T, H, W, 3)`` uint8 and ``lr.npy``
 ``(T, H/4, W/4, 3)`` uint8 (MATLAB-exact BI, :func:`skipvsr.degradation.degrade_bi`), plus
@@ -27,19 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from PIL import Image  # noqa: E402
 
 from skipvsr.degradation import degrade_bi, mod_crop  # noqa: E402
-from skipvsr.video_io import FrameSource  # noqa: E402
+from skipvsr.train.data import default_cache  # noqa: E402
+from skipvsr.video.io import FrameSource  # noqa: E402
 
 VALIDATION = ("sam2_04_coffee", "davis_camel")
-
-
-def default_cache() -> Path:
-    root = os.environ.get("SKIPVSR_CACHE")
-    return Path(root) / "train" if root else Path.home() / ".cache" / "skipvsr" / "train"
 
 
 def bikes_path() -> Path | None:
@@ -90,7 +88,8 @@ def save(path: Path, array: np.ndarray) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--src", default="/work/shared/data/train")
+    data = Path(os.environ.get("SKIPVSR_DATA", REPO.parent / "shared" / "data"))
+    ap.add_argument("--src", default=str(data / "train"))
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-halve-720p", action="store_true")
     args = ap.parse_args(argv)

@@ -1,5 +1,5 @@
 import sys
 
-from skipvsr.cli import main
+from skipvsr.cli.main import main
 
 sys.exit(main())

@@ -1,20 +1,22 @@
 """The Python API: load a model, upscale a clip within a compute budget.
 
 >>> model = skipvsr.load("basicvsr-vimeo-bi")
->>> sr, stats = model.upscale(lr, budget=0.8, policy="shallow")  # lr: (T, 3, H, W) in [0, 1]
+>>> route = skipvsr.Route.for_budget(0.8, policy="shallow")
+>>> sr, stats = model.upscale(lr, route)  # lr: (T, 3, H, W) in [0, 1]
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
 from skipvsr import cost
-from skipvsr.backbone import BasicVSR, VSROutput
-from skipvsr.routing import POLICIES, Route
+from skipvsr.backbone import BRANCHES, BasicVSR, VSROutput
+from skipvsr.routing import Route
 from skipvsr.tiling import TubeLayout, tube_starts
 from skipvsr.weights import DEFAULT_MODEL, load_model
 
@@ -56,6 +58,49 @@ class UpscaleStats:
         out["seconds_per_frame"] = self.seconds / max(self.frames, 1)
         return out
 
+    @classmethod
+    def merge(cls, parts: Sequence[UpscaleStats], weights: Sequence[float]) -> UpscaleStats:
+        """One record for consecutive calls on one video (its chunks): frames and seconds add
+        up, the MAC and block figures are means weighted by ``weights`` (e.g. frames processed
+        per call), thresholds are concatenated, and the routing map is dropped."""
+        if not parts:
+            raise ValueError("parts: expected at least one UpscaleStats")
+        total = float(sum(weights))
+
+        def mean(name: str) -> float:
+            return sum(getattr(p, name) * n for p, n in zip(parts, weights, strict=True)) / total
+
+        return replace(
+            parts[0],
+            frames=sum(p.frames for p in parts),
+            seconds=sum(p.seconds for p in parts),
+            gmacs_per_frame=mean("gmacs_per_frame"),
+            full_gmacs_per_frame=mean("full_gmacs_per_frame"),
+            spynet_gmacs_per_frame=mean("spynet_gmacs_per_frame"),
+            mac_fraction=mean("mac_fraction"),
+            executed_block_fraction=mean("executed_block_fraction"),
+            thresholds=[x for p in parts for x in p.thresholds],
+            routing_map=None,
+        )
+
+
+@dataclass
+class _Pass:
+    """One run over a clip in either mode, before the stats step.
+
+    ``sr`` ``(T, 3, 4H, 4W)`` float; ``executed`` per branch ``(T, num_block)`` fraction of
+    pixels each block ran on; ``routing_map`` ``(T, nH, nW)`` int blocks run per patch (both
+    branches) or ``None``; ``pixels`` LR pixels per frame the network ran on (tubes overlap);
+    ``spynet_macs`` for the whole clip.
+    """
+
+    sr: torch.Tensor
+    executed: dict[str, torch.Tensor]
+    routing_map: torch.Tensor | None
+    thresholds: list[float]
+    pixels: int
+    spynet_macs: int
+
 
 class Upscaler:
     """A loaded model plus the knobs of inference: device and precision."""
@@ -70,38 +115,40 @@ class Upscaler:
         self.model = model.to(self.device).eval().upsampler_channels_last()
         self.net = cost.NetworkShape(model.num_feat, model.num_block)
 
-    def make_route(
-        self,
-        policy: str = "learned",
-        threshold: float = 0.0,
-        budget: float | None = None,
-        keep: float | None = None,
-        cell: int = 32,
-        seed: int = 0,
-        skip: str = "reuse",
-        refresh: int = 0,
-    ) -> Route:
-        """Resolve user-facing knobs into a :class:`Route` (validating each)."""
-        if policy not in POLICIES:
-            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
-        block_budget = None
-        if budget is not None:
-            block_budget = cost.block_fraction_for_budget(budget, self.net)
-            if threshold:
-                raise ValueError("give either threshold or budget, not both")
-        elif policy != "learned" and keep is None:
-            raise ValueError(f"policy {policy!r} needs budget or keep")
-        return Route(
-            policy=policy,
-            threshold=threshold,
-            keep=keep,
-            budget=budget,
-            block_budget=block_budget,
-            cell=cell,
-            seed=seed,
-            skip=skip,
-            refresh=refresh,
-        )
+    @property
+    def has_estimators(self) -> bool:
+        """Whether the model can route with ``policy='learned'``."""
+        return self.model.has_estimators
+
+    def _check_inputs(self, lr: torch.Tensor, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if lr.dim() != 4 or lr.shape[1] != 3:
+            raise ValueError(f"lr must be (T, 3, H, W), got {tuple(lr.shape)}")
+        t, _, h, w = lr.shape
+        if t < 1:
+            raise ValueError("lr must hold at least one frame")
+        if h < MIN_LR_SIDE or w < MIN_LR_SIDE:
+            side = f"{MIN_LR_SIDE}x{MIN_LR_SIDE}"
+            raise ValueError(f"lr: frames must be at least {side}, got {h}x{w}")
+
+    def check_route(self, route: Route) -> None:
+        """Raise ``ValueError`` naming ``route`` if this model cannot run it: the learned policy
+        needs confidence estimators as soon as it may skip a block."""
+        if route.policy == "learned" and not route.runs_everything() and not self.has_estimators:
+            raise ValueError(
+                "route: policy 'learned' needs a model with confidence estimators and this one "
+                "has none (use policy uniform|shallow|deep|random with a budget, or a SkipVSR "
+                "model)"
+            )
+
+    def _route(self, route: Route, mode: str, patch: int) -> Route:
+        """``route`` for this model: a ``budget`` is resolved against this network's shape, and
+        in patch mode every tube is one routing patch."""
+        if route.budget is not None:
+            block_budget = cost.block_fraction_for_budget(route.budget, self.net)
+            route = replace(route, block_budget=block_budget)
+        return replace(route, cell=patch) if mode == "patch" else route
 
     def _forward(self, lr: torch.Tensor, route: Route, flows=None) -> VSROutput:
         if self.precision == "bf16":
@@ -111,132 +158,131 @@ class Upscaler:
             return out
         return self.model(lr, route, flows)
 
+    def _run_full(self, lr: torch.Tensor, route: Route) -> _Pass:
+        """Whole frames ``(T, 3, H, W)``, routing on a grid of ``route.cell`` patches."""
+        t, _, h, w = lr.shape
+        out = self._forward(lr[None], route)
+        routing_map = _blocks_run(out.block_map)
+        return _Pass(
+            sr=out.sr[0],
+            executed=out.executed,
+            routing_map=None if routing_map is None else routing_map[0],
+            thresholds=out.thresholds.get("forward", []),
+            pixels=h * w,
+            spynet_macs=2 * max(t - 1, 0) * cost.spynet_macs(h, w),
+        )
+
+    def _run_tubes(
+        self, lr: torch.Tensor, route: Route, layout: TubeLayout, tube_flow: bool, batch: int
+    ) -> _Pass:
+        """The paper's tube protocol: ``lr`` ``(T, 3, H, W)`` cut by ``layout``, each tube one
+        routing patch, ``batch`` tubes per forward; flows per tube or cropped from the frame."""
+        t, _, h, w = lr.shape
+        tubes = layout.split(lr)
+        flows = None
+        if not tube_flow and t > 1:
+            fb, ff = self.model.compute_flows(lr[None])
+            flows = (layout.split(fb[0]), layout.split(ff[0]))
+        srs, maps, thresholds = [], [], []
+        weighted = dict.fromkeys(BRANCHES, 0)  # branch -> sum of (T, num_block) * tubes
+        for s in range(0, len(tubes), batch):
+            part = None if flows is None else (flows[0][s : s + batch], flows[1][s : s + batch])
+            out = self._forward(tubes[s : s + batch], route, part)
+            srs.append(out.sr)
+            for b in BRANCHES:
+                weighted[b] = weighted[b] + out.executed[b] * out.sr.shape[0]
+            blocks = _blocks_run(out.block_map)
+            if blocks is not None:
+                maps.append(blocks[:, :, 0, 0])  # one routing patch per tube
+            thresholds = out.thresholds.get("forward", [])
+        routing_map = None
+        if maps:
+            rows = len(tube_starts(h, layout.patch, layout.stride))
+            routing_map = torch.cat(maps).view(rows, -1, t).permute(2, 0, 1)
+        if tube_flow:
+            spynet = sum(cost.spynet_macs(bh, bw) for _, _, bh, bw in layout.boxes)
+        else:
+            spynet = cost.spynet_macs(h, w)
+        return _Pass(
+            sr=layout.merge(torch.cat(srs)),
+            executed={b: e / len(tubes) for b, e in weighted.items()},
+            routing_map=routing_map,
+            thresholds=thresholds,
+            pixels=sum(bh * bw for _, _, bh, bw in layout.boxes),
+            spynet_macs=2 * max(t - 1, 0) * spynet,
+        )
+
+    def _stats(self, passed: _Pass, route: Route, mode: str, seconds: float) -> UpscaleStats:
+        """MACs from the executed block fractions (the same formula in both modes)."""
+        t, _, h, w = passed.sr.shape
+        block_fraction = float(sum(e.mean() for e in passed.executed.values()) / len(BRANCHES))
+        fraction = cost.mac_fraction(block_fraction, self.net)
+        full = cost.full_macs_per_pixel(self.net) * passed.pixels
+        return UpscaleStats(
+            frames=t,
+            seconds=seconds,
+            lr_size=(h // BasicVSR.scale, w // BasicVSR.scale),
+            mode=mode,
+            policy=route.policy,
+            threshold=route.threshold,
+            budget=route.budget,
+            gmacs_per_frame=fraction * full / 1e9,
+            full_gmacs_per_frame=full / 1e9,
+            spynet_gmacs_per_frame=passed.spynet_macs / t / 1e9,
+            mac_fraction=fraction,
+            executed_block_fraction=block_fraction,
+            thresholds=[float(x) for x in passed.thresholds],
+            routing_map=passed.routing_map,
+        )
+
     @torch.inference_mode()
     def upscale(
         self,
         lr: torch.Tensor,
-        threshold: float = 0.0,
-        budget: float | None = None,
-        policy: str = "learned",
-        keep: float | None = None,
+        route: Route | None = None,
         mode: str = "full",
         patch: int = 48,
         stride: int = 46,
-        cell: int = 32,
         tube_flow: bool = True,
         tube_batch: int = 64,
-        seed: int = 0,
-        skip: str = "reuse",
-        refresh: int = 0,
     ) -> tuple[torch.Tensor, UpscaleStats]:
         """Super-resolve one clip x4.
 
         Args:
             lr: ``(T, 3, H, W)`` float32 in [0, 1], ``H, W >= 8``.
-            threshold: learned policy: block runs on a patch iff its redundancy score
-                ``S <= 1 - threshold``; 0 is the full network.
-            budget: target MAC fraction (without SpyNet) instead of a threshold or ``keep``.
-            policy: ``learned`` | ``uniform`` | ``shallow`` | ``deep`` | ``random`` |
-                ``rotate``.
-            keep: frozen policies: fraction of residual blocks kept.
-            mode: ``full`` (whole frames, routing on a ``cell`` grid) or ``patch`` (the
+            route: which residual blocks run (:class:`skipvsr.Route`); ``None`` is the full
+                network. A ``budget`` (:meth:`Route.for_budget`) is resolved against this
+                model's shape. ``policy='learned'`` with skipping needs estimators.
+            mode: ``full`` (whole frames, routing on a ``route.cell`` grid) or ``patch`` (the
                 paper's tubes of ``patch`` pixels at ``stride``, each tube routed as a whole).
             tube_flow: patch mode: SpyNet on each tube (the paper's protocol); ``False`` crops
                 one full-frame flow per tube (cheaper, slightly different output).
             tube_batch: tubes per forward pass in patch mode (memory).
-            skip: what a skipped block gives: ``reuse`` (its last update, warped by the flow)
-                or ``identity`` (nothing, the paper's skip).
-            refresh: run every ``refresh``-th frame fully (0 = never).
 
         Returns:
             ``sr`` ``(T, 3, 4H, 4W)`` float32 clamped to [0, 1], and :class:`UpscaleStats`.
         """
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if lr.dim() != 4 or lr.shape[1] != 3:
-            raise ValueError(f"lr must be (T, 3, H, W), got {tuple(lr.shape)}")
-        t, _, h, w = lr.shape
-        if t < 1:
-            raise ValueError("lr must hold at least one frame")
-        if h < MIN_LR_SIDE or w < MIN_LR_SIDE:
-            raise ValueError(f"frames must be at least {MIN_LR_SIDE}x{MIN_LR_SIDE} LR, got {h}x{w}")
-        route = self.make_route(
-            policy, threshold, budget, keep, patch if mode == "patch" else cell, seed, skip, refresh
-        )
+        route = route or Route()
+        self._check_inputs(lr, mode)
+        self.check_route(route)
+        route = self._route(route, mode, patch)
         lr = lr.to(self.device, torch.float32)
         start = time.perf_counter()
         if mode == "full":
-            out = self._forward(lr[None], route)
-            sr = out.sr[0]
-            executed = [out.executed[b] for b in out.executed]
-            maps = [m[0] for m in out.block_map.values() if m is not None]
-            routing_map = (maps[0].int() + maps[1].int()) if maps else None
-            pixels = h * w
-            spynet = 2 * max(t - 1, 0) * cost.spynet_macs(h, w)
-            thresholds = out.thresholds.get("forward", [])
+            passed = self._run_full(lr, route)
         else:
-            layout = TubeLayout(h, w, patch, stride)
-            tubes = layout.split(lr)
-            flows = None
-            if not tube_flow and t > 1:
-                fb, ff = self.model.compute_flows(lr[None])
-                flows = (layout.split(fb[0]), layout.split(ff[0]))
-            srs, maps, thresholds = [], [], []
-            weighted = {}  # branch -> sum over tube batches of (T, num_block) * batch size
-            for s in range(0, len(tubes), tube_batch):
-                part = (
-                    None
-                    if flows is None
-                    else (flows[0][s : s + tube_batch], flows[1][s : s + tube_batch])
-                )
-                out = self._forward(tubes[s : s + tube_batch], route, part)
-                srs.append(out.sr)
-                n = out.sr.shape[0]
-                for b, e in out.executed.items():
-                    weighted[b] = weighted.get(b, 0) + e * n
-                bm = [m for m in out.block_map.values() if m is not None]
-                if bm:
-                    maps.append((bm[0].int() + bm[1].int())[:, :, 0, 0])
-                thresholds = out.thresholds.get("forward", [])
-            sr = layout.merge(torch.cat(srs))
-            n_tubes = len(tubes)
-            executed = [e / n_tubes for e in weighted.values()]
-            routing_map = None
-            if maps:
-                rows = len(tube_starts(h, patch, stride))
-                routing_map = torch.cat(maps).view(rows, -1, t).permute(2, 0, 1)
-            pixels = sum(bh * bw for _, _, bh, bw in layout.boxes)
-            spynet = (
-                2
-                * max(t - 1, 0)
-                * (
-                    sum(cost.spynet_macs(bh, bw) for _, _, bh, bw in layout.boxes)
-                    if tube_flow
-                    else cost.spynet_macs(h, w)
-                )
-            )
-        seconds = time.perf_counter() - start
-        block_fraction = float(sum(e.mean() for e in executed) / len(executed))
-        full = cost.full_macs_per_pixel(self.net) * pixels
-        fixed = cost.fixed_macs_per_pixel(self.net) * pixels
-        done = fixed + (full - fixed) * block_fraction
-        stats = UpscaleStats(
-            frames=t,
-            seconds=seconds,
-            lr_size=(h, w),
-            mode=mode,
-            policy=policy,
-            threshold=threshold,
-            budget=budget,
-            gmacs_per_frame=done / 1e9,
-            full_gmacs_per_frame=full / 1e9,
-            spynet_gmacs_per_frame=spynet / t / 1e9,
-            mac_fraction=done / full,
-            executed_block_fraction=block_fraction,
-            thresholds=[float(x) for x in thresholds],
-            routing_map=routing_map,
-        )
-        return sr.clamp_(0, 1).float().cpu(), stats
+            layout = TubeLayout(lr.shape[2], lr.shape[3], patch, stride)
+            passed = self._run_tubes(lr, route, layout, tube_flow, tube_batch)
+        stats = self._stats(passed, route, mode, time.perf_counter() - start)
+        return passed.sr.clamp_(0, 1).float().cpu(), stats
+
+
+def _blocks_run(block_map: dict[str, torch.Tensor | None]) -> torch.Tensor | None:
+    """Blocks run per patch, both branches summed by name: ``(B, T, nH, nW)`` int, or ``None``
+    without routing."""
+    if any(block_map.get(b) is None for b in BRANCHES):
+        return None
+    return sum(block_map[b].int() for b in BRANCHES)
 
 
 def load(

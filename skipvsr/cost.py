@@ -65,16 +65,29 @@ def block_share(net: NetworkShape = NetworkShape()) -> float:
     return 2 * net.num_block * block_macs_per_pixel(net) / full_macs_per_pixel(net)
 
 
-def block_fraction_for_budget(budget: float, net: NetworkShape = NetworkShape()) -> float:
+def block_fraction_for_budget(
+    budget: float, net: NetworkShape = NetworkShape(), clamp: bool = False
+) -> float:
     """Fraction of residual-block work that makes the whole network (without SpyNet) cost
-    ``budget`` of its full MACs. Raises if ``budget`` is below the non-block floor (0.246)."""
+    ``budget`` of its full MACs. Raises if ``budget`` is below the non-block floor (0.246 for
+    64x30) unless ``clamp``, which maps it to the floor (for tiny nets, whose floor is near 1)."""
     floor = 1.0 - block_share(net)
+    if clamp:
+        budget = min(max(budget, floor), 1.0)
     if not (floor <= budget <= 1.0):
         raise ValueError(
             f"budget must be in [{floor:.3f}, 1] (the upsampler, fusion and input convs always "
             f"run), got {budget}"
         )
     return (budget - floor) / (1.0 - floor)
+
+
+def mac_fraction(executed_block_fraction: float, net: NetworkShape = NetworkShape()) -> float:
+    """MAC fraction of the network without SpyNet when the residual blocks do
+    ``executed_block_fraction`` of their work (the inverse of
+    :func:`block_fraction_for_budget`)."""
+    share = block_share(net)
+    return 1.0 - share + share * executed_block_fraction
 
 
 def frame_macs(

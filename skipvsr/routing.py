@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skipvsr import cost
 from skipvsr.flow import flow_warp
 
 POLICIES = ("learned", "uniform", "shallow", "deep", "random", "rotate")
@@ -108,6 +109,15 @@ class Route:
             raise ValueError(f"refresh must be >= 0 frames, got {self.refresh}")
         if self.policy != "learned" and self.keep is None and self.block_budget is None:
             raise ValueError(f"policy {self.policy!r} needs keep or budget")
+
+    @classmethod
+    def for_budget(cls, budget: float, net: cost.NetworkShape | None = None, **fields) -> Route:
+        """The route that costs ``budget`` of the full network's MACs without SpyNet on a
+        network of shape ``net`` (default 64x30): ``block_budget`` from
+        :func:`skipvsr.cost.block_fraction_for_budget` (raises below the non-block floor).
+        ``fields`` are the other fields (``policy``, ``cell``, ``seed``, ``execution``)."""
+        blocks = cost.block_fraction_for_budget(budget, net or cost.NetworkShape())
+        return cls(budget=budget, block_budget=blocks, **fields)
 
     @property
     def keep_fraction(self) -> float | None:
@@ -275,11 +285,6 @@ class Router:
         target_every: int = 6,
         reuse_targets: bool = False,
     ) -> None:
-        if route.policy == "learned" and estimator is None and not route.runs_everything():
-            raise ValueError(
-                "policy 'learned' needs a model with trained confidence estimators; "
-                "the official BasicVSR weights have none (use a frozen policy or a SkipVSR model)"
-            )
         self.route = route
         self.grid = grid
         self.batch = batch
@@ -487,15 +492,16 @@ class Router:
             update = residual_update(block, h)
         elif mask_mode:
             fresh = residual_update(block, h)
-            reused = self.reused_update(m)
             score = self._pending.pop(m, None)
-            if score is not None:
-                err = self.grid.pool(
-                    (fresh.detach() - reused.detach()).pow(2).mean(1, keepdim=True)
-                )
-                self.log.append((self.frame, m, score, err[:, 0].sqrt()))
-            mask = self.grid.expand(run, h.dtype)
-            update = reused + mask * (fresh - reused)
+            everywhere = bool(run.all())
+            update = fresh
+            if score is not None or not everywhere:
+                reused = self.reused_update(m)
+                if score is not None:
+                    err = (fresh.detach() - reused.detach()).pow(2).mean(1, keepdim=True)
+                    self.log.append((self.frame, m, score, self.grid.pool(err)[:, 0].sqrt()))
+                if not everywhere:
+                    update = reused + self.grid.expand(run, h.dtype) * (fresh - reused)
         elif bool(run.all()):
             update = residual_update(block, h)
         elif not bool(run.any()):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from skipvsr.cli import main
+from skipvsr.cli.main import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from skipvsr import cost
 from skipvsr.backbone import BasicVSR
-from skipvsr.cli import main
+from skipvsr.cli.main import main
 
 
 @pytest.mark.parametrize("t,h,w", [(1, 20, 28), (3, 33, 35), (2, 70, 45)])

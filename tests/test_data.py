@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skipvsr.data import (
+from skipvsr.degradation import degrade_bd, degrade_bi
+from skipvsr.eval.datasets import (
     Clip,
     FolderPairs,
     Vid4,
-    list_frames,
     load_dataset,
     make_clip,
     open_dataset,
     read_frames,
 )
-from skipvsr.degradation import degrade_bd, degrade_bi
+from skipvsr.frames import list_frames
 from tests.conftest import DATA  # noqa: E402
 
 

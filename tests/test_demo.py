@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from skipvsr.demo import clip_path
-from skipvsr.video_io import probe
+from skipvsr.cli.demo import clip_path
+from skipvsr.video.io import probe
 from skipvsr.weights import REGISTRY, load_model, resolve, sha256
 from tests.conftest import moving_clip
 
@@ -27,7 +27,7 @@ def test_shipped_model_reaches_a_budget():
     import skipvsr
 
     up = skipvsr.load("skipvsr-vimeo-bi")
-    sr, stats = up.upscale(moving_clip(t=12, h=32, w=48), budget=0.63)
+    sr, stats = up.upscale(moving_clip(t=12, h=32, w=48), skipvsr.Route.for_budget(0.63))
     assert sr.shape == (12, 3, 128, 192)
     assert abs(stats.mac_fraction - 0.63) <= 0.02
 

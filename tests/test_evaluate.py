@@ -1,4 +1,4 @@
-"""Tests of ``skipvsr eval`` / :mod:`skipvsr.evaluate`, ``skipvsr degrade`` and the plots.
+"""Tests of ``skipvsr eval`` / :mod:`skipvsr.eval.evaluate`, ``skipvsr degrade`` and the plots.
 
 Mechanics run on tiny synthetic frame folders with ``--model bicubic``, a tiny random model, or
 the official weights on 16x16 LR frames. The fidelity test runs the official Vimeo-BI weights on
@@ -12,14 +12,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, moving_clip, real_weights, tiny_model
 from PIL import Image
 
-from skipvsr import cli
 from skipvsr.api import Upscaler
-from skipvsr.data import FolderPairs, make_clip
+from skipvsr.cli import main as cli
 from skipvsr.degradation import bicubic_upscale, degrade_bd, degrade_bi
-from skipvsr.evaluate import (
+from skipvsr.eval.datasets import FolderPairs, make_clip
+from skipvsr.eval.evaluate import (
     METRIC_KEYS,
     Runner,
     Setting,
@@ -27,11 +26,11 @@ from skipvsr.evaluate import (
     frame_metrics,
     make_settings,
     slug,
-    to_tensor,
-    to_uint8,
-    write_outputs,
 )
+from skipvsr.eval.report import write_outputs
+from skipvsr.frames import to_tensor, to_uint8
 from skipvsr.metrics import psnr
+from tests.conftest import DATA, moving_clip, real_weights, tiny_model
 
 # Measured once: official basicvsr-vimeo-bi on Vid4 calendar LR_BI frames 0-4, centre crop
 # LR 64x64 (rows 40:104, cols 58:122), 8-bit output, Y PSNR per frame then mean.
@@ -168,8 +167,8 @@ def test_eval_needs_out_or_json(folders):
 
 def test_evaluate_tiny_model_learned_sweep_and_resume(folders, tmp_path, monkeypatch):
     """A tiny random SkipVSR: thresholds route (MAC < 1, routing strips), resume skips runs."""
-    runner = Runner(Upscaler(tiny_model(num_block=4)), cell=8)
-    settings = make_settings(["learned"], [0.0, 0.6], None)
+    runner = Runner(Upscaler(tiny_model(num_block=4)))
+    settings = make_settings(["learned"], [0.0, 0.6], None, cell=8)
     out = tmp_path / "out"
     out.mkdir()
     cfg = {"dataset": "folders", "degradation": "BI", "model": "tiny", "mode": "full"}

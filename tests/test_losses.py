@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from skipvsr.losses import (
+from skipvsr.train.losses import (
     attention_map,
     charbonnier,
     feature_alignment_loss,

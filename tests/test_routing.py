@@ -124,12 +124,6 @@ def test_random_policy_is_seeded():
     assert not torch.equal(a.sr, c.sr)  # same count per patch, other blocks
 
 
-def test_learned_policy_needs_estimators():
-    model = tiny_model(estimators=False)
-    with pytest.raises(ValueError, match="confidence estimators"):
-        model(moving_clip()[None], Route(threshold=0.5))
-
-
 @pytest.mark.parametrize(
     "kwargs,match",
     [

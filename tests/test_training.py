@@ -18,8 +18,8 @@ import torch
 import torch.multiprocessing as mp
 
 from skipvsr.degradation import degrade_bi
-from skipvsr.train_data import ClipSampler, load_split
-from skipvsr.training import (
+from skipvsr.train.data import ClipSampler, load_split
+from skipvsr.train.loop import (
     build_student,
     build_teacher,
     load_config,
@@ -84,16 +84,26 @@ def test_sampler_is_a_function_of_step(cache):
 
 
 @pytest.mark.parametrize(
-    "schedule,inputs",
+    "schedule,inputs,skip,target",
     [
-        ("full", "difference"),
-        ("estimator_only", "difference"),
-        ("estimator_only", "difference+feature"),
+        ("full", "difference", "identity", "teacher"),
+        ("full", "difference", "reuse", "reuse"),
+        ("estimator_only", "difference", "reuse", "teacher"),
+        ("estimator_only", "difference+feature", "identity", "teacher"),
+        ("estimator_only", "warped-difference", "reuse", "reuse"),
     ],
 )
-def test_steps_reduce_the_loss(cache, tmp_path, schedule, inputs):
+def test_steps_reduce_the_loss(cache, tmp_path, schedule, inputs, skip, target):
     torch.set_num_threads(1)
-    cfg = tiny(cache, tmp_path, schedule=schedule, estimator_lr=1e-2, estimator_inputs=inputs)
+    cfg = tiny(
+        cache,
+        tmp_path,
+        schedule=schedule,
+        estimator_lr=1e-2,
+        estimator_inputs=inputs,
+        skip=skip,
+        estimator_target=target,
+    )
     teacher = build_teacher(cfg)
     student = build_student(cfg, teacher)
     opt, _ = make_optimizer(cfg, student)

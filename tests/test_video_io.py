@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skipvsr.video_io import FrameSink, FrameSource, MediaError, format_info, probe
+from skipvsr.frames import MediaError
+from skipvsr.video.io import FrameSink, FrameSource, format_info, probe
 
 SRT = "1\n00:00:00,100 --> 00:00:00,600\nHello\n\n2\n00:00:00,700 --> 00:00:01,000\nBye\n"
 
@@ -222,7 +223,12 @@ def test_png_folder_in_and_out(tmp_path):
 
 @pytest.mark.parametrize(
     "mode, expect",
-    [("L", "mode L"), ("RGBA", "mode RGBA"), ("I;16", "mode I;16"), ("RGB16", "16-bit")],
+    [
+        ("L", "8-bit grayscale PNG"),
+        ("RGBA", "8-bit RGBA PNG"),
+        ("I;16", "16-bit grayscale PNG"),
+        ("RGB16", "16-bit RGB PNG"),
+    ],
 )
 def test_folder_rejects_non_8bit_rgb(tmp_path, mode, expect):
     folder = tmp_path / "frames"
@@ -255,7 +261,10 @@ def test_folder_rejects_mixed_sizes(tmp_path):
     folder.mkdir()
     Image.fromarray(frame_image(0, 16, 16)).save(folder / "1.png")
     Image.fromarray(frame_image(1, 18, 16)).save(folder / "2.png")
-    with FrameSource(folder) as src, pytest.raises(MediaError, match=r"2\.png is 18x16.*16x16"):
+    with (
+        FrameSource(folder) as src,
+        pytest.raises(MediaError, match=r"2\.png: frame size 18x16.*16x16"),
+    ):
         list(src)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from skipvsr.backbone import BasicVSR
-from skipvsr.cli import main
+from skipvsr.cli.main import main
 from skipvsr.weights import (
     REGISTRY,
     CheckpointError,

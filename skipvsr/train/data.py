@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from skipvsr.frames import to_tensor
+
 
 def default_cache() -> Path:
     """``$SKIPVSR_CACHE/train`` or ``~/.cache/skipvsr/train``."""
@@ -68,9 +70,11 @@ def _augment(x: np.ndarray, flip_h: bool, flip_v: bool, transpose: bool, reverse
     return x
 
 
-def _to_tensor(x: np.ndarray) -> torch.Tensor:
-    """``(T, H, W, 3)`` uint8 -> ``(T, 3, H, W)`` float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(x).transpose(0, 3, 1, 2).copy()).float() / 255.0
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 -> contiguous ``(T, 3, H, W)`` float32 in [0, 1]."""
+    # Contiguous, so batches keep the memory layout (and conv arithmetic) of earlier runs,
+    # which a resumed run must reproduce bit for bit.
+    return to_tensor(x).contiguous()
 
 
 class ClipSampler:
@@ -115,8 +119,8 @@ class ClipSampler:
         flips = [bool(v) for v in rng.integers(0, 2, size=4)]
         p, s = self.patch, 4
         lr = clip.lr[t0 : t0 + self.num_frames, y : y + p, x : x + p]
-        lr_t = _to_tensor(_augment(lr, *flips))
+        lr_t = _tensor(_augment(lr, *flips))
         if clip.hr is None:
             return lr_t, None
         hr = clip.hr[t0 : t0 + self.num_frames, s * y : s * (y + p), s * x : s * (x + p)]
-        return lr_t, _to_tensor(_augment(hr, *flips))
+        return lr_t, _tensor(_augment(hr, *flips))

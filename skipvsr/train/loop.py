@@ -1,4 +1,4 @@
-"""Distillation training of SkipVSR: ``skipvsr train --config configs/NAME.yaml``.
+"""Distillation training of SkipVSR (``skipvsr train --config configs/NAME.yaml`` runs it).
 
 One training step, top to bottom (:func:`train_step`):
 
@@ -9,7 +9,7 @@ One training step, top to bottom (:func:`train_step`):
    the full network (threshold 0), otherwise a residual-block budget drawn uniformly from
    ``[budget_min, budget_max]``. The student runs with ``execution='mask'`` so it experiences
    the skipping it will do at inference, and one model serves every budget.
-3. ``L = L_rec + lambda_mask * L_mask + lambda_error * L_error`` (see :mod:`skipvsr.losses`).
+3. ``L = L_rec + lambda_mask * L_mask + lambda_error * L_error`` (see :mod:`skipvsr.train.losses`).
    ``L_mask`` reaches only the estimators (their input and the regression distance are
    detached), ``L_rec`` and ``L_error`` only the backbone.
 
@@ -33,26 +33,31 @@ and resumed ends with the same weights as an uninterrupted one (same thread coun
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
 import math
 import os
 import random
-import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
 
+from skipvsr import cost
 from skipvsr.backbone import BRANCHES, BasicVSR
-from skipvsr.cost import NetworkShape, block_share
-from skipvsr.losses import MAPPINGS, charbonnier, feature_alignment_loss, mask_loss
+from skipvsr.frames import to_tensor, to_uint8
+from skipvsr.metrics import psnr
 from skipvsr.routing import ESTIMATOR_INPUTS, SKIP_OUTPUTS, Route
-from skipvsr.train_data import ClipSampler, default_cache, load_split
+from skipvsr.signals import on_sigterm
+from skipvsr.train.data import ClipSampler, default_cache, load_split
+from skipvsr.train.losses import MAPPINGS, charbonnier, feature_alignment_loss, mask_loss
+from skipvsr.weights import load_model, read_state_dict
 
 SCHEDULES = ("full", "estimator_only")
 SKIP_MODES = ("hard", "random")
@@ -113,7 +118,7 @@ class TrainConfig:
     val_budgets: list[float] = field(default_factory=lambda: [1.0, 0.63, 0.43])
     val_at_start: bool = True  # validate before the first step (the untrained baseline)
     # run
-    run_dir: str = "/work/runs/skipvsr"
+    run_dir: str = "runs/skipvsr"  # relative to the working directory
     threads: int = 2
     device: str = "auto"  # auto | cpu | cuda
     ckpt_minutes: float = 10.0
@@ -185,11 +190,14 @@ def make_config(values: dict, overrides: list[str] = ()) -> TrainConfig:
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> TrainConfig:
+    """The config of a YAML file plus ``key=value`` overrides; without a ``run_dir`` the run
+    goes to ``runs/<file stem>`` (relative to the working directory)."""
     values = {}
     if path is not None:
         values = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a YAML mapping of config keys")
+        values.setdefault("run_dir", str(Path("runs") / Path(path).stem))
     return make_config(values, overrides)
 
 
@@ -200,8 +208,6 @@ def build_teacher(cfg: TrainConfig) -> BasicVSR:
         torch.manual_seed(int(cfg.teacher[5:]))
         teacher = BasicVSR(cfg.num_feat, cfg.num_block)
     else:
-        from skipvsr.weights import load_model
-
         teacher = load_model(cfg.teacher)
         if (teacher.num_feat, teacher.num_block) != (cfg.num_feat, cfg.num_block):
             raise ValueError(
@@ -236,8 +242,6 @@ def build_student(cfg: TrainConfig, teacher: BasicVSR) -> BasicVSR:
         if init.is_dir():
             weights = load_checkpoint(init / "last.pt")["student"]
         else:
-            from skipvsr.weights import read_state_dict
-
             weights = read_state_dict(init)
         student.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
     student.spynet.requires_grad_(cfg.spynet_lr > 0 and cfg.schedule == "full")
@@ -352,10 +356,8 @@ def train_step(
 
 
 # -- validation -----------------------------------------------------------------------------
-def mac_fraction(executed_blocks: float, cfg: TrainConfig) -> float:
-    """MAC fraction (without SpyNet) for a mean residual-block fraction ``executed_blocks``."""
-    share = block_share(NetworkShape(num_feat=cfg.num_feat, num_block=cfg.num_block))
-    return 1.0 - share + share * executed_blocks
+def network(cfg: TrainConfig) -> cost.NetworkShape:
+    return cost.NetworkShape(num_feat=cfg.num_feat, num_block=cfg.num_block)
 
 
 @torch.no_grad()
@@ -363,35 +365,29 @@ def validate(cfg: TrainConfig, student: BasicVSR, clips, device: torch.device) -
     """PSNR (RGB, dB, on the rounded uint8 output) and MAC fraction of the student on a centred
     ``val_patch`` LR crop of the first ``val_frames`` frames of each held-out clip, for every
     MAC budget in ``val_budgets`` (routing on a ``cell`` grid, inference ``gather`` path)."""
-    from skipvsr.metrics import psnr
-
     student.eval()
+    net = network(cfg)
     results: dict[str, float] = {}
     for budget in cfg.val_budgets:
         psnrs, macs = [], []
+        route = None
+        if budget < 1.0:
+            # tiny nets: the non-block floor is near 1, so budgets below it run no block
+            blocks = cost.block_fraction_for_budget(budget, net, clamp=True)
+            route = Route(
+                "learned", block_budget=blocks, cell=cfg.cell, skip=cfg.skip, refresh=cfg.refresh
+            )
         for clip in clips:
             t, h, w = clip.lr.shape[:3]
             p, n = min(cfg.val_patch, h, w), min(cfg.val_frames, t)
             y, x = (h - p) // 2, (w - p) // 2
-            lr = torch.from_numpy(np.ascontiguousarray(clip.lr[:n, y : y + p, x : x + p]))
-            lr = lr.permute(0, 3, 1, 2).float().div(255)[None].to(device)
+            lr = to_tensor(clip.lr[:n, y : y + p, x : x + p])[None].to(device)
             hr = np.asarray(clip.hr[:n, 4 * y : 4 * (y + p), 4 * x : 4 * (x + p)])
-            route = None
-            if budget < 1.0:
-                floor = 1.0 - block_share(NetworkShape(cfg.num_feat, cfg.num_block))
-                blocks = (max(budget, floor) - floor) / (1.0 - floor)  # tiny nets: floor ~ 1
-                route = Route(
-                    "learned",
-                    block_budget=blocks,
-                    cell=cfg.cell,
-                    skip=cfg.skip,
-                    refresh=cfg.refresh,
-                )
             out = student(lr, route=route)
-            sr = out.sr[0].clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            sr = to_uint8(out.sr[0])
             psnrs.append(float(np.mean([psnr(a, b) for a, b in zip(sr, hr, strict=True)])))
             executed = torch.stack([out.executed[b] for b in BRANCHES]).mean()
-            macs.append(mac_fraction(float(executed), cfg))
+            macs.append(cost.mac_fraction(float(executed), net))
         results[f"psnr@{budget:g}"] = float(np.mean(psnrs))
         results[f"mac@{budget:g}"] = float(np.mean(macs))
     student.train()
@@ -456,8 +452,95 @@ def _init_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
+@dataclass
+class TrainState:
+    """What a run carries from step to step, and what :func:`write_checkpoint` saves."""
+
+    student: BasicVSR
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    sampler: ClipSampler
+    step: int = 0
+    elapsed: float = 0.0  # seconds spent in steps, over all invocations
+
+
+def write_checkpoint(path: Path, cfg: TrainConfig, state: TrainState) -> None:
+    """Save ``state`` with the RNG states and ``cfg`` to ``path`` (atomically)."""
+    save_checkpoint(
+        path,
+        {
+            "step": state.step,
+            "elapsed": state.elapsed,
+            "student": state.student.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "rng": rng_state(),
+            "sampler": state.sampler.state_dict(),
+            "config": dataclasses.asdict(cfg),
+        },
+    )
+
+
+def restore_checkpoint(path: Path, state: TrainState, device: torch.device) -> None:
+    """Load the checkpoint at ``path`` into ``state`` and the global RNGs."""
+    saved = load_checkpoint(path, device)
+    state.student.load_state_dict(saved["student"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    set_rng_state(saved["rng"])
+    state.step, state.elapsed = saved["step"], saved["elapsed"]
+
+
+def log_line(log: TextIO, line: str) -> None:
+    """Print ``line`` and append it to the run's log file."""
+    print(line, flush=True)
+    log.write(line + "\n")
+    log.flush()
+
+
+def log_validation(writer, log: TextIO, results: dict[str, float], step: int) -> None:
+    """Log :func:`validate`'s ``results`` at ``step`` to the log file and TensorBoard."""
+    log_line(log, f"val step {step} " + " ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    for key, value in results.items():
+        writer.add_scalar(f"val/{key}", value, step)
+
+
+def log_step(writer, log: TextIO, cfg: TrainConfig, state: TrainState, terms, route, dt) -> None:
+    """Log one step's loss terms, budget, learning rate and time."""
+    budget = route.block_budget if route.block_budget is not None else 1.0
+    log_line(
+        log,
+        f"step {state.step}/{cfg.steps} "
+        + " ".join(f"{k} {v:.5f}" for k, v in terms.items())
+        + f" budget {budget:.3f} lr {state.scheduler.get_last_lr()[-1]:.2e} s/it {dt:.2f}",
+    )
+    for k, v in terms.items():
+        writer.add_scalar(f"train/{k}", v, state.step)
+    writer.add_scalar("train/s_per_it", dt, state.step)
+
+
+def optimizer_step(cfg: TrainConfig, state: TrainState, loss: torch.Tensor, world: int) -> None:
+    """Backward, average gradients over ``world`` processes, clip, and step."""
+    params = [p for p in state.student.parameters() if p.requires_grad]
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if world > 1:
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    state.optimizer.step()
+    state.scheduler.step()
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Train (or resume) the run in ``cfg.run_dir``; returns the path of the last checkpoint."""
+    """Train (or resume) the run in ``cfg.run_dir``; returns the path of the last checkpoint.
+
+    SIGTERM finishes the current step, writes a checkpoint and returns.
+    """
     torch.set_num_threads(cfg.threads)
     rank, world, device = _init_distributed(cfg)
     run = Path(cfg.run_dir)
@@ -475,151 +558,50 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         load_split(root, "train", with_hr=need_hr), cfg.num_frames, cfg.patch, cfg.seed
     )
     val_clips = load_split(root, "val") if cfg.val_every and rank == 0 else []
-
-    step, elapsed = 0, 0.0
+    state = TrainState(student, opt, sched, sampler)
     if resume:
-        state = load_checkpoint(ckpt_path, device)
-        student.load_state_dict(state["student"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        step, elapsed = state["step"], state["elapsed"]
+        restore_checkpoint(ckpt_path, state, device)
 
-    def checkpoint() -> None:
+    stop = threading.Event()  # set by SIGTERM: finish the step, checkpoint, return
+    with contextlib.ExitStack() as stack:
         if rank == 0:
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "step": step,
-                    "elapsed": elapsed,
-                    "student": student.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "rng": rng_state(),
-                    "sampler": sampler.state_dict(),
-                    "config": dataclasses.asdict(cfg),
-                },
-            )
+            from torch.utils.tensorboard import SummaryWriter  # slow import, rank 0 only
 
-    stop = {"flag": False}
-
-    def on_signal(signum, frame) -> None:  # finish the step, checkpoint, exit
-        stop["flag"] = True
-
-    previous_handler = None
-    if rank == 0:
-        try:
-            previous_handler = signal.signal(signal.SIGTERM, on_signal)
-        except ValueError:  # not the main thread
-            pass
-
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run / "tb"))
-    log = open(run / "train.log", "a") if rank == 0 else None
-    params = [p for p in student.parameters() if p.requires_grad]
-    student.train()
-    last_ckpt, done_here = time.monotonic(), 0
-
-    def run_validation() -> None:
-        res = validate(cfg, student, val_clips, device)
-        line = f"val step {step} " + " ".join(f"{k} {v:.4f}" for k, v in res.items())
-        print(line, flush=True)
-        log.write(line + "\n")
-        log.flush()
-        for budget in cfg.val_budgets:
-            writer.add_scalar(f"val/psnr@{budget:g}", res[f"psnr@{budget:g}"], step)
-            writer.add_scalar(f"val/mac@{budget:g}", res[f"mac@{budget:g}"], step)
-
-    if (
-        step == 0 and val_clips and cfg.val_at_start
-    ):  # the curve starts at the teacher with untrained estimators
-        run_validation()
-    while step < cfg.steps:
-        t0 = time.perf_counter()
-        batch = sampler.batch(step, cfg.batch_size, rank, world)
-        lr = batch.lr.to(device)
-        hr = batch.hr.to(device) if batch.hr is not None else None
-        route = sample_route(cfg, step)
-        loss, terms = train_step(cfg, teacher, student, lr, hr, route)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if world > 1:
-            for p in params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                dist.all_reduce(p.grad)
-                p.grad.div_(world)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        sched.step()
-        step += 1
-        done_here += 1
-        dt = time.perf_counter() - t0
-        elapsed += dt
-        if rank == 0:
-            budget = route.block_budget if route.block_budget is not None else 1.0
-            line = (
-                f"step {step}/{cfg.steps} "
-                + " ".join(f"{k} {v:.5f}" for k, v in terms.items())
-                + f" budget {budget:.3f} lr {sched.get_last_lr()[-1]:.2e} s/it {dt:.2f}"
-            )
-            print(line, flush=True)
-            log.write(line + "\n")
-            log.flush()
-            for k, v in terms.items():
-                writer.add_scalar(f"train/{k}", v, step)
-            writer.add_scalar("train/s_per_it", dt, step)
-        if rank == 0 and cfg.val_every and step % cfg.val_every == 0 and val_clips:
-            run_validation()
-        stopping = stop["flag"] or (cfg.stop_after and done_here >= cfg.stop_after)
-        due = (
-            cfg.ckpt_every and step % cfg.ckpt_every == 0
-        ) or time.monotonic() - last_ckpt >= cfg.ckpt_minutes * 60
-        if due or stopping or step == cfg.steps:
-            checkpoint()
-            last_ckpt = time.monotonic()
-        if stopping:
-            break
-    if writer is not None:
-        writer.close()
-        log.close()
-    if previous_handler is not None:
-        signal.signal(signal.SIGTERM, previous_handler)
+            stack.enter_context(on_sigterm(lambda signum: stop.set()))
+            writer = stack.enter_context(contextlib.closing(SummaryWriter(str(run / "tb"))))
+            log = stack.enter_context(open(run / "train.log", "a"))
+        student.train()
+        last_ckpt, done_here = time.monotonic(), 0
+        # the curve starts at the teacher with untrained estimators
+        if state.step == 0 and val_clips and cfg.val_at_start:
+            log_validation(writer, log, validate(cfg, student, val_clips, device), state.step)
+        while state.step < cfg.steps:
+            t0 = time.perf_counter()
+            batch = sampler.batch(state.step, cfg.batch_size, rank, world)
+            lr = batch.lr.to(device)
+            hr = batch.hr.to(device) if batch.hr is not None else None
+            route = sample_route(cfg, state.step)
+            loss, terms = train_step(cfg, teacher, student, lr, hr, route)
+            optimizer_step(cfg, state, loss, world)
+            state.step += 1
+            done_here += 1
+            dt = time.perf_counter() - t0
+            state.elapsed += dt
+            if rank == 0:
+                log_step(writer, log, cfg, state, terms, route, dt)
+                if cfg.val_every and state.step % cfg.val_every == 0 and val_clips:
+                    results = validate(cfg, student, val_clips, device)
+                    log_validation(writer, log, results, state.step)
+            stopping = stop.is_set() or (cfg.stop_after and done_here >= cfg.stop_after)
+            due = (
+                cfg.ckpt_every and state.step % cfg.ckpt_every == 0
+            ) or time.monotonic() - last_ckpt >= cfg.ckpt_minutes * 60
+            if due or stopping or state.step == cfg.steps:
+                if rank == 0:
+                    write_checkpoint(ckpt_path, cfg, state)
+                last_ckpt = time.monotonic()
+            if stopping:
+                break
     if world > 1:
         dist.barrier()
     return ckpt_path
-
-
-# -- CLI ------------------------------------------------------------------------------------
-def _run(args: argparse.Namespace) -> int:
-    if args.resume:
-        run = Path(args.resume)
-        if not (run / "last.pt").exists():
-            raise ValueError(f"--resume {run}: no last.pt checkpoint there")
-        cfg = load_config(run / "config.yaml", [*args.set, f"run_dir={run}"])
-        train(cfg, resume=True)
-        return 0
-    cfg = load_config(args.config, args.set)
-    if (Path(cfg.run_dir) / "last.pt").exists():
-        raise ValueError(f"{cfg.run_dir} already holds a run: use --resume {cfg.run_dir}")
-    train(cfg)
-    return 0
-
-
-def register(sub) -> None:
-    """Add ``skipvsr train`` to the CLI's subparsers."""
-    p = sub.add_parser("train", help="train SkipVSR by distillation from a frozen BasicVSR")
-    p.add_argument("--config", help="YAML file of TrainConfig keys (default: all defaults)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config key (repeatable)",
-    )
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
-    p.set_defaults(func=_run)

@@ -20,7 +20,7 @@ def psnr_mac_plot(result: dict, path: str | Path, channel: str = "y") -> Path:
     """PSNR against GMACs/frame at 180x320 LR, one curve per policy.
 
     Args:
-        result: the object of :func:`skipvsr.evaluate.evaluate` (uses ``settings``).
+        result: the object of :func:`skipvsr.eval.evaluate.evaluate` (uses ``settings``).
         channel: ``"y"`` or ``"rgb"``, which PSNR to plot.
 
     Settings without a MAC count (bicubic) are drawn as a horizontal dashed line.

@@ -6,8 +6,12 @@ so that variable frame rate survives a round trip.
 
 * :func:`probe` / :func:`format_info` describe a file or a folder of frames.
 * :class:`FrameSource` decodes a video file or reads a folder of PNG/JPG frames.
-* :class:`FrameSink` encodes a video (audio and subtitles copied from the source) or writes a
-  PNG folder; the result appears at the target path only once it is complete.
+* :class:`FrameSink` encodes a video (audio and subtitles copied from the source by
+  :class:`skipvsr.video.audio.AuxCopier`) or writes a PNG folder; the result appears at the
+  target path only once it is complete.
+
+Frame folders are read with :func:`skipvsr.frames.read_rgb8` (8-bit RGB only); every error is
+a one-line :class:`skipvsr.frames.MediaError`.
 
 Colour: YUV is converted with the matrix the stream is tagged with (BT.601 when it is
 untagged and smaller than HD, BT.709 otherwise) and with its range (limited unless tagged full
@@ -19,10 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
-import signal
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -32,7 +33,9 @@ import av
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+from skipvsr.frames import MediaError, list_frames, read_rgb8
+from skipvsr.video.audio import AuxCopier
+
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v", ".avi", ".webm")
 MIN_SIZE = 8
 DEFAULT_FOLDER_FPS = Fraction(25)
@@ -55,23 +58,8 @@ _PRIMARIES_NAMES = {1: "bt709", 2: "unknown", 5: "bt470bg", 6: "smpte170m", 9: "
 _TRC_NAMES = {1: "bt709", 2: "unknown", 6: "smpte170m", 13: "srgb", 16: "smpte2084", 18: "hlg"}
 
 
-class MediaError(ValueError):
-    """A bad input, output or media file; the message is one line naming what was expected."""
-
-
 def _is_hd(width: int, height: int) -> bool:
     return height >= 720 or width >= 1280
-
-
-def natural_key(name: str) -> list:
-    """Sort key that orders ``frame2.png`` before ``frame10.png``."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
-def list_frames(folder: Path) -> list[Path]:
-    """PNG/JPG files of ``folder`` in natural order."""
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(files, key=lambda p: natural_key(p.name))
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -221,42 +209,6 @@ def format_info(info: MediaInfo) -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def _png_bit_depth(path: Path) -> int | None:
-    """Bit depth from a PNG's IHDR chunk (Pillow silently reduces 16-bit RGB to 8 bits)."""
-    with open(path, "rb") as f:
-        head = f.read(25)
-    if len(head) == 25 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-        return head[24]
-    return None
-
-
-def _check_image(path: Path, expected_size: tuple[int, int] | None) -> np.ndarray:
-    """Load one frame file as ``(H, W, 3) uint8``; anything but 8-bit RGB is an error."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode != "RGB":
-                raise MediaError(
-                    f"input: {path} has image mode {mode} (expected 8-bit RGB; "
-                    "convert grayscale/alpha/palette frames first)"
-                )
-            if _png_bit_depth(path) not in (None, 8):
-                raise MediaError(f"input: {path} is 16-bit per channel (expected 8-bit RGB)")
-            arr = np.asarray(im, dtype=np.uint8)
-    except MediaError:
-        raise
-    except (OSError, ValueError) as e:
-        raise MediaError(f"input: {path} is not a readable image ({e})") from None
-    h, w = arr.shape[:2]
-    if expected_size is not None and (w, h) != expected_size:
-        raise MediaError(
-            f"input: {path} is {w}x{h} (expected {expected_size[0]}x{expected_size[1]} "
-            "like the first frame)"
-        )
-    return arr
-
-
 def _color_args(frame: av.VideoFrame, tagged_space: int, tagged_range: int) -> dict:
     """Arguments for ``VideoFrame.reformat`` that convert this frame's YUV to RGB correctly."""
     fmt = frame.format.name
@@ -306,7 +258,7 @@ class FrameSource:
             self._files = list_frames(self.path)
             if not self._files:
                 raise MediaError(f"input: folder {self.path} has no .png/.jpg frames")
-            first = _check_image(self._files[0], None)
+            first = read_rgb8(self._files[0])
             self.height, self.width = first.shape[:2]
             self.fps = Fraction(fps).limit_denominator(1001) if fps else DEFAULT_FOLDER_FPS
             self.time_base = 1 / self.fps
@@ -346,7 +298,7 @@ class FrameSource:
         if self.max_frames is not None:
             files = files[: self.max_frames]
         for i, f in enumerate(files):
-            yield _check_image(f, (self.width, self.height)), skip + i, self.time_base
+            yield read_rgb8(f, (self.width, self.height)), skip + i, self.time_base
 
     def _iter_video(self):
         vs, tb = self.stream, self.time_base
@@ -488,7 +440,7 @@ class FrameSink:
         cc.color_trc = trc if trc != 2 else (1 if self._space == 1 else 6)
         self._vstream = vs
         if src is not None and not src.is_folder:
-            self._aux = _AuxCopier(src, self._container, self.messages)
+            self._aux = AuxCopier(src.path, src.start_seconds, self._container, self.messages)
 
     def write(self, rgb: np.ndarray, pts: int, time_base: Fraction) -> None:
         """Append one frame ``(height, width, 3) uint8`` shown at ``pts * time_base`` seconds."""
@@ -577,135 +529,3 @@ class FrameSink:
             self.close()
         else:
             self.abort()
-
-
-# What MP4/MOV players accept for stream copy (libavformat's own list is more permissive than
-# what its muxer can finish, e.g. PCM in .mp4).
-_MP4_COPY = {"aac", "mp3", "mp2", "ac3", "eac3", "alac", "flac", "opus", "mov_text"}
-
-
-def _can_copy(suffix: str, codec: str, supported: set[str]) -> bool:
-    if suffix in (".mp4", ".m4v"):
-        return codec in _MP4_COPY
-    if suffix == ".mov":
-        return codec in _MP4_COPY or codec.startswith("pcm_")
-    return codec in supported
-
-
-class _AuxCopier:
-    """Copy audio and subtitle packets of the source into the output, interleaved by time.
-
-    Packets are stream-copied where the output container accepts the codec; otherwise audio is
-    decoded and re-encoded (AAC for MP4/MOV, FLAC elsewhere) and subtitles are dropped, each
-    with a one-line note in ``messages``. Only packets inside the processed time range are kept.
-    """
-
-    def __init__(self, source: FrameSource, out, messages: list[str]) -> None:
-        self.container = av.open(str(source.path), "r")
-        self.start = source.start_seconds
-        self._start_cut = Fraction(self.start).limit_denominator(10**6) - Fraction(1, 1000)
-        self.offset = Fraction(0)
-        self.out = out
-        supported = out.supported_codecs
-        self.map = {}  # input stream index -> (output stream, encoder or None)
-        suffix = Path(out.name).suffix.lower()
-        for s in self.container.streams:
-            if s.type not in ("audio", "subtitle") or s.codec_context is None:
-                continue
-            name = s.codec_context.codec.canonical_name
-            if _can_copy(suffix, name, supported):
-                self.map[s.index] = (out.add_stream_from_template(s), None)
-            elif s.type == "audio":
-                enc = "aac" if suffix in (".mp4", ".m4v", ".mov") else "flac"
-                fmt = av.Codec(enc, "w").audio_formats[0].name
-                channels = len(s.codec_context.layout.channels) or 2
-                layout = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}.get(channels, "stereo")
-                o = out.add_stream(enc, rate=s.codec_context.sample_rate, format=fmt, layout=layout)
-                if enc == "aac":
-                    o.bit_rate = 320_000
-                self.map[s.index] = (o, s)
-                messages.append(
-                    f"audio stream #{s.index} ({name}) re-encoded to {enc}: "
-                    f"{suffix} cannot hold {name}"
-                )
-            else:
-                messages.append(
-                    f"subtitle stream #{s.index} ({name}) dropped: {suffix} cannot hold it "
-                    "(use .mkv to keep it)"
-                )
-        self._packets = None
-        if self.map:
-            streams = [self.container.streams[i] for i in self.map]
-            if self.start > 0:
-                self.container.seek(int(self.start * av.time_base), backward=True)
-            self._packets = self.container.demux(*streams)
-        self._pending = None
-
-    def _next(self):
-        if self._pending is not None:
-            p, self._pending = self._pending, None
-            return p
-        if self._packets is None:
-            return None
-        for packet in self._packets:
-            if packet.size == 0 or (packet.dts is None and packet.pts is None):
-                continue
-            return packet
-        self._packets = None
-        return None
-
-    def copy_until(self, t: Fraction | None, final: bool = False) -> None:
-        """Mux packets whose (shifted) time is before ``t`` seconds; ``None`` means all."""
-        while True:
-            packet = self._next()
-            if packet is None:
-                break
-            ts = packet.pts if packet.pts is not None else packet.dts
-            when = Fraction(ts) * packet.time_base
-            if self.start > 0 and when < self._start_cut:
-                continue
-            if t is not None and when - self.offset >= t:
-                if not final:
-                    self._pending = packet
-                break
-            out_stream, decoder = self.map[packet.stream.index]
-            shift = round(self.offset / packet.time_base)
-            if decoder is None:
-                if shift:
-                    packet.pts = packet.pts - shift if packet.pts is not None else None
-                    packet.dts = packet.dts - shift if packet.dts is not None else None
-                packet.stream = out_stream
-                self.out.mux(packet)
-            else:
-                for frame in packet.decode():
-                    frame.pts = frame.pts - shift if frame.pts is not None else None
-                    for p in out_stream.encode(frame):
-                        self.out.mux(p)
-        if final:
-            for out_stream, decoder in self.map.values():
-                if decoder is not None:
-                    for p in out_stream.encode():
-                        self.out.mux(p)
-
-    def close(self) -> None:
-        self.container.close()
-
-
-# --------------------------------------------------------------------------- signals
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Within this block SIGTERM raises KeyboardInterrupt, so cleanup code runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -23,21 +23,18 @@ Layouts (all paths come from arguments; nothing is downloaded):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from skipvsr.degradation import DEGRADATIONS, degrade_clip
+from skipvsr.frames import list_frames, natural_key, read_rgb8
 
 SCALE = 4
-FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 VID4_CLIPS = ("calendar", "city", "foliage", "walk")
 REDS4_CLIPS = ("000", "011", "015", "020")
-_PNG_COLOR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
 
 
 @dataclass
@@ -54,69 +51,19 @@ class Clip:
     frames: list[str] = field(default_factory=list)
 
 
-def _natural_key(name: str) -> list:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
-def list_frames(folder: str | Path) -> list[Path]:
-    """PNG/JPEG files directly in ``folder``, natural-sorted by file name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"frame folder not found: {folder}")
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES]
-    return sorted(files, key=lambda p: _natural_key(p.name))
-
-
-def _png_header(path: Path) -> tuple[int, int] | None:
-    """``(bit_depth, color_type)`` from a PNG's IHDR chunk, or ``None`` if not a PNG."""
-    with open(path, "rb") as f:
-        head = f.read(26)
-    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n":
-        return None
-    return head[24], head[25]
-
-
-def read_frame(path: str | Path) -> np.ndarray:
-    """Read one 8-bit RGB frame as ``(H, W, 3)`` uint8.
-
-    Raises ``ValueError`` naming the file for anything else (grayscale, alpha, palette,
-    16-bit). Pillow would silently reduce a 16-bit RGB PNG to 8 bits, so PNG headers are
-    checked directly.
-    """
-    path = Path(path)
-    png = _png_header(path)
-    if png is not None:
-        depth, ctype = png
-        kind = _PNG_COLOR_TYPES.get(ctype, f"color type {ctype}")
-        if ctype != 2 or depth != 8:
-            raise ValueError(
-                f"{path}: {depth}-bit {kind} PNG; expected 8-bit RGB (3 channels, uint8)"
-            )
-    with Image.open(path) as im:
-        if im.mode != "RGB":
-            raise ValueError(f"{path}: image mode {im.mode!r}; expected 'RGB' (8-bit, 3 channels)")
-        return np.asarray(im, dtype=np.uint8)
-
-
 def read_frames(folder: str | Path) -> tuple[np.ndarray, list[str]]:
     """All frames of ``folder`` as ``(T, H, W, 3)`` uint8, plus their file names.
 
-    Raises ``ValueError`` for an empty folder, a frame that is not 8-bit RGB, or a frame whose
-    size differs from the first one (the message names the file and both sizes).
+    Raises ``ValueError`` for an empty folder, and :class:`skipvsr.frames.MediaError` (a
+    ``ValueError``) naming the file for a frame that is not 8-bit RGB or whose size differs from
+    the first one.
     """
     paths = list_frames(folder)
     if not paths:
         raise ValueError(f"no .png/.jpg frames in {folder}")
-    frames = []
-    for p in paths:
-        f = read_frame(p)
-        if frames and f.shape != frames[0].shape:
-            h0, w0 = frames[0].shape[:2]
-            raise ValueError(
-                f"{p}: frame size {f.shape[1]}x{f.shape[0]} (WxH) differs from "
-                f"{w0}x{h0} of {paths[0].name}; all frames of a clip must have one size"
-            )
-        frames.append(f)
+    first = read_rgb8(paths[0])
+    size = (first.shape[1], first.shape[0])
+    frames = [first, *(read_rgb8(p, size) for p in paths[1:])]
     return np.stack(frames), [p.name for p in paths]
 
 
@@ -235,7 +182,7 @@ class FolderPairs(_Dataset):
             found = [base.name]
         else:
             subdirs = [p.name for p in base.iterdir() if p.is_dir()]
-            found = sorted(subdirs, key=_natural_key)
+            found = sorted(subdirs, key=natural_key)
             if not found:
                 raise ValueError(f"{base} holds neither frames nor clip folders")
         self.names = _pick(found, clips, str(base))

@@ -1,0 +1,86 @@
+"""Argument types and helpers shared by the commands, and the usage error (exit code 2)."""
+
+from __future__ import annotations
+
+import argparse
+
+from skipvsr.cost import block_fraction_for_budget
+from skipvsr.routing import POLICIES
+from skipvsr.weights import DEFAULT_MODEL, REGISTRY, CheckpointError, resolve
+
+
+class UsageError(ValueError):
+    """A bad argument value: exit code 2."""
+
+
+def fraction(name: str, low: float = 0.0, high: float = 1.0, high_open: bool = False):
+    """Parser of one number in ``[low, high]`` (``[low, high)`` with ``high_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        ok = low <= v < high if high_open else low <= v <= high
+        if not ok:
+            bracket = ")" if high_open else "]"
+            raise argparse.ArgumentTypeError(f"{name} must be in [{low}, {high}{bracket}, got {v}")
+        return v
+
+    return parse
+
+
+def floats(name: str, low: float, high: float, high_open: bool = False):
+    """Parser of a comma list of numbers, each checked like :func:`fraction`."""
+    one = fraction(name, low, high, high_open)
+
+    def parse(text: str) -> list[float]:
+        return [one(part) for part in text.split(",")]
+
+    return parse
+
+
+def budget(text: str) -> float:
+    """A MAC fraction the official network can reach (at least its non-block floor)."""
+    v = fraction("budget")(text)
+    try:
+        block_fraction_for_budget(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return v
+
+
+def positive_int(name: str, minimum: int = 1):
+    """Parser of an integer ``>= minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {v}")
+        return v
+
+    return parse
+
+
+def policies(text: str) -> list[str]:
+    """A comma list of routing policies."""
+    out = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in out if p not in POLICIES]
+    if bad or not out:
+        raise argparse.ArgumentTypeError(f"policies must be from {', '.join(POLICIES)}: {text!r}")
+    return out
+
+
+def default_model() -> str:
+    """The shipped SkipVSR model if its file is present, else the official BasicVSR."""
+    for name in ("skipvsr-vimeo-bi", DEFAULT_MODEL):
+        if name in REGISTRY:
+            try:
+                resolve(name)
+                return name
+            except CheckpointError:
+                continue
+    return DEFAULT_MODEL

@@ -1,0 +1,192 @@
+"""``skipvsr upscale``: x4 a video file or a frame folder with a model and a route."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+from pathlib import Path
+
+from skipvsr.api import Upscaler, UpscaleStats, load
+from skipvsr.cli.args import UsageError, budget, default_model, fraction, positive_int
+from skipvsr.routing import POLICIES, Route
+from skipvsr.video.streaming import (
+    DEFAULT_CHUNK,
+    DEFAULT_OVERLAP,
+    EncodeOptions,
+    StreamSummary,
+    limit_heap_growth,
+    upscale_media,
+)
+
+TILE_OVERLAP = 16  # LR pixels shared by neighbouring --tile tiles
+
+
+def add_routing_args(p: argparse.ArgumentParser) -> None:
+    """Model, routing and frame-layout flags."""
+    p.add_argument(
+        "--model",
+        default=None,
+        help="registered name (see `skipvsr weights`) or checkpoint path "
+        "(default: the shipped SkipVSR model if present, else basicvsr-vimeo-bi)",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--threshold",
+        type=fraction("threshold", high_open=True),
+        default=0.0,
+        help="learned policy: a block runs on a patch iff its redundancy score "
+        "S <= 1 - threshold; 0 = full network (default)",
+    )
+    g.add_argument(
+        "--budget", type=budget, default=None, help="target MAC fraction (without SpyNet), e.g. 0.6"
+    )
+    p.add_argument("--policy", choices=POLICIES, default="learned")
+    m = p.add_mutually_exclusive_group()
+    m.add_argument(
+        "--full-frame",
+        dest="mode",
+        action="store_const",
+        const="full",
+        help="whole frames, routing on a grid of --cell patches (default)",
+    )
+    m.add_argument(
+        "--patch",
+        type=positive_int("patch", 8),
+        default=None,
+        help="the paper's tube protocol: LR patch size (48)",
+    )
+    p.add_argument(
+        "--stride", type=positive_int("stride"), default=46, help="tube stride with --patch (46)"
+    )
+    p.add_argument(
+        "--cell",
+        type=positive_int("cell", 4),
+        default=32,
+        help="routing patch size in LR pixels in full-frame mode (32)",
+    )
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random policy")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("upscale", help="x4 upscale a video file or a folder of frames")
+    p.add_argument("input", help="video file (mp4, mkv, mov, webm, avi, ...) or frame folder")
+    p.add_argument(
+        "-o", "--output", required=True, help="output video (by extension) or folder of PNG frames"
+    )
+    add_routing_args(p)
+    p.add_argument(
+        "--chunk",
+        type=positive_int("chunk"),
+        default=None,
+        help="frames per chunk (default: measured, see README)",
+    )
+    p.add_argument(
+        "--chunk-overlap",
+        type=positive_int("chunk-overlap", 0),
+        default=None,
+        help="warm-up frames on each side of a chunk, discarded",
+    )
+    p.add_argument(
+        "--tile",
+        type=positive_int("tile", 16),
+        default=None,
+        help="spatial tile size in LR pixels for frames too large for memory",
+    )
+    p.add_argument("--max-frames", type=positive_int("max-frames"), default=None)
+    p.add_argument(
+        "--start",
+        type=fraction("start", 0.0, float("inf")),
+        default=0.0,
+        help="start time in seconds",
+    )
+    p.add_argument("--crf", type=positive_int("crf", 0), default=18)
+    p.add_argument("--codec", default="libx264")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--stats", default=None, help="write run statistics as JSON")
+    p.set_defaults(func=run)
+
+
+def route_from_args(args: argparse.Namespace) -> Route:
+    """The :class:`Route` of the routing flags (``UsageError`` for combinations that cannot be)."""
+    if args.policy != "learned" and args.budget is None:
+        raise UsageError(f"--policy {args.policy} needs --budget (a MAC fraction)")
+    fields = {"policy": args.policy, "cell": args.cell, "seed": args.seed}
+    if args.budget is not None:
+        return Route.for_budget(args.budget, **fields)
+    return Route(threshold=args.threshold, **fields)
+
+
+def check_layout(args: argparse.Namespace) -> None:
+    """``UsageError`` for frame-layout flags that do not go together."""
+    if args.patch is not None and args.tile is not None:
+        raise UsageError("--tile and --patch both split frames: give one of them")
+    if args.patch is not None and args.stride > args.patch:
+        raise UsageError(f"--stride must be <= --patch, got {args.stride} > {args.patch}")
+
+
+def model_fn(model: Upscaler, args: argparse.Namespace, route: Route):
+    """``upscale_fn`` for :func:`upscale_media`: ``model.upscale`` with ``route`` and the frame
+    layout of the flags (``--patch`` tubes, ``--tile`` tiles or whole frames)."""
+    if args.patch is not None:
+        return functools.partial(model.upscale, route=route, mode="patch", patch=args.patch,
+                                 stride=args.stride)  # fmt: skip
+    if args.tile is not None:
+        # Tiles overlap, and flow is computed once per full frame.
+        stride = max(args.tile - TILE_OVERLAP, 1)
+        return functools.partial(model.upscale, route=route, mode="patch", patch=args.tile,
+                                 stride=stride, tube_flow=False)  # fmt: skip
+    return functools.partial(model.upscale, route=route)
+
+
+def merged_stats(summary: StreamSummary) -> UpscaleStats:
+    """One :class:`UpscaleStats` for a streamed video, chunks weighted by frames processed."""
+    chunks = summary.chunks
+    return UpscaleStats.merge([c.stats for c in chunks], [c.input_frames for c in chunks])
+
+
+def report(summary: StreamSummary, quiet: bool = False) -> dict:
+    """Print the summary line (unless ``quiet``); return the ``--stats`` JSON object: the
+    stream summary, every chunk's stats, and their frame-weighted MAC figures."""
+    merged = merged_stats(summary)
+    if not quiet:
+        print(summary.line(f", MAC fraction {merged.mac_fraction:.3f}"), flush=True)
+    return {
+        **summary.as_dict(UpscaleStats.as_dict),
+        "mac_fraction": merged.mac_fraction,
+        "gmacs_per_frame": merged.gmacs_per_frame,
+        "executed_block_fraction": merged.executed_block_fraction,
+    }
+
+
+def write_stats(path: str | None, record: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(record, indent=2, default=str))
+
+
+def run(args: argparse.Namespace) -> int:
+    route = route_from_args(args)
+    check_layout(args)
+    model = load(args.model or default_model(), device=args.device, precision=args.precision)
+    try:
+        model.check_route(route)
+    except ValueError as e:
+        raise UsageError(f"--model {args.model or default_model()}: {e}") from None
+    limit_heap_growth()
+    summary = upscale_media(
+        args.input,
+        args.output,
+        model_fn(model, args, route),
+        chunk=DEFAULT_CHUNK if args.chunk is None else args.chunk,
+        overlap=DEFAULT_OVERLAP if args.chunk_overlap is None else args.chunk_overlap,
+        max_frames=args.max_frames,
+        start=args.start,
+        encode=EncodeOptions(codec=args.codec, crf=args.crf),
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    write_stats(args.stats, report(summary, args.quiet))
+    return 0

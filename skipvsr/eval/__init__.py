@@ -1,0 +1,1 @@
+"""Evaluation wing: benchmark datasets, the evaluation protocol and its reports."""

@@ -1,0 +1,1 @@
+"""Training wing: the cached clip sampler, the distillation losses and the training loop."""

@@ -1,0 +1,49 @@
+"""Optical flow: warping by known flows, and SpyNet's shapes and size handling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skipvsr.flow import SpyNet, flow_warp, pixel_grid
+
+
+def test_pixel_grid_is_x_then_y():
+    g = pixel_grid(2, 3, torch.device("cpu"))
+    assert g.shape == (1, 2, 3, 2) and g.dtype == torch.float32
+    assert g[0, 1, 2].tolist() == [2.0, 1.0]
+
+
+def test_zero_flow_is_identity():
+    x = torch.rand(2, 5, 7, 9)
+    assert torch.allclose(flow_warp(x, torch.zeros(2, 2, 7, 9)), x, atol=1e-6)
+
+
+def test_integer_flow_shifts_and_pads_with_zeros():
+    x = torch.arange(20.0).view(1, 1, 4, 5)
+    flow = torch.zeros(1, 2, 4, 5)
+    flow[:, 0] = 1.0  # out[p] = x[p + (1, 0)]: the image moves one pixel left
+    out = flow_warp(x, flow)
+    assert torch.allclose(out[..., :-1], x[..., 1:], atol=1e-5)
+    assert torch.equal(out[..., -1], torch.zeros(1, 1, 4))
+
+
+def test_warp_keeps_the_input_dtype():
+    x = torch.rand(1, 3, 6, 6).to(torch.bfloat16)
+    assert flow_warp(x, torch.zeros(1, 2, 6, 6)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("h, w", [(20, 28), (33, 35)])  # below and above one 32-pixel step
+def test_spynet_returns_a_flow_per_pixel(h, w):
+    torch.manual_seed(0)
+    net = SpyNet().eval()
+    a, b = torch.rand(2, 3, h, w), torch.rand(2, 3, h, w)
+    with torch.no_grad():
+        flow = net(a, b)
+    assert flow.shape == (2, 2, h, w) and flow.dtype == torch.float32
+    assert torch.isfinite(flow).all()
+
+
+def test_spynet_rejects_mismatched_frames():
+    with pytest.raises(ValueError, match="ref and supp must have one shape"):
+        SpyNet()(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9))
