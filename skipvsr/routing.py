@@ -556,8 +556,13 @@ class Router:
                 update = residual_update(block, h)
                 self.reuse_into(m, update, off)
             else:
-                update = torch.empty_like(h)
-                self.reuse_into(m, update, off)
+                # Warping only the skipped boxes pays once they are under half the frame;
+                # below that, per-box set-up costs more than warping the running part too.
+                if fraction < 0.5:
+                    update = self.reused_update(m)
+                else:
+                    update = torch.empty_like(h)
+                    self.reuse_into(m, update, off)
                 box_updates(block, h, on, update)
         self.updates[m] = update
         self._warped[m] = True

@@ -120,6 +120,9 @@ def test_warp_plan_matches_flow_warp(h, w):
     assert (rows - want).abs().max() < 1e-4
     assert torch.equal(rows == 0, want == 0)  # wholly outside: exactly zero in both
     assert torch.equal(plan(x.double()), flow_warp(x.double(), flow))
+    half = plan(x.bfloat16().contiguous(memory_format=torch.channels_last))
+    assert half.dtype == torch.bfloat16
+    assert (half.float() - flow_warp(x.bfloat16(), flow).float()).abs().max() < 0.05
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
