@@ -262,7 +262,7 @@ def frozen_keep_mask(policy: str, k: int, num_blocks: int, shift: int = 0) -> to
 
 def residual_update(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
     """``conv2(relu(conv1(h)))``: what a residual block adds to ``h`` ``(B, C, H, W)``."""
-    return block.conv2(F.relu(block.conv1(h)))
+    return block.conv2(block.conv1(h).relu_())
 
 
 class Router:
@@ -636,7 +636,7 @@ def box_updates(
             pad = (xa - x0 + HALO, x1 + HALO - xb, ya - y0 + HALO, y1 + HALO - yb)
             if any(pad):
                 x = F.pad(x, pad)
-            mid = F.relu(F.conv2d(x, w1, b1))
+            mid = F.conv2d(x, w1, b1).relu_()
             if y0 == 0:
                 mid[:, :, 0] = 0
             if y1 == height:
