@@ -168,9 +168,6 @@ class PatchGrid:
         ws[-1] = self.width - self.cell * (self.cols - 1)
         return hs[:, None] * ws[None, :]
 
-    def pad_amount(self) -> tuple[int, int]:
-        return self.rows * self.cell - self.height, self.cols * self.cell - self.width
-
     def expand(self, cells: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Per-patch values ``(B, nH, nW)`` as a pixel map ``(B, 1, H, W)`` of ``dtype``."""
         x = cells.to(dtype)[:, None]
@@ -179,10 +176,9 @@ class PatchGrid:
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of ``x`` ``(B, C, H, W)`` over each patch's valid pixels: ``(B, C, nH, nW)``."""
-        ph, pw = self.pad_amount()
-        xp = F.pad(x, (0, pw, 0, ph))
-        summed = F.avg_pool2d(xp, self.cell) * float(self.cell * self.cell)
-        return summed / self.area(x.device)
+        # ceil_mode clips the last windows to the frame and divides by their valid pixels,
+        # with no padded copy of x (a copy costs ~3% of a residual block per decision)
+        return F.avg_pool2d(x, self.cell, ceil_mode=True, count_include_pad=False)
 
 
 ESTIMATOR_INPUTS = ("difference", "difference+feature", "warped-difference")
@@ -230,7 +226,7 @@ class ConfidenceEstimator(nn.Module):
     def features(self, h: torch.Tensor, prev: torch.Tensor, grid: PatchGrid) -> torch.Tensor:
         """Pooled input ``(B, K, nH, nW)`` from features ``h`` and ``prev`` ``(B, C, H, W)``
         (``prev`` already warped for ``warped-difference``)."""
-        pooled = grid.pool((h - prev).abs())
+        pooled = grid.pool((h - prev).abs_())
         if self.inputs != "difference+feature":
             return pooled
         return torch.cat([pooled, grid.pool(h.abs())], 1)

@@ -47,6 +47,20 @@ def test_boxes_merge_rows_and_batch_elements():
     assert cell_boxes(run, grid) == [(slice(0, 2), 4, 12, 4, 12)]
 
 
+@pytest.mark.parametrize("h,w,cell", [(23, 37, 8), (5, 40, 32), (9, 30, 32), (64, 64, 32)])
+def test_patch_pool_is_the_mean_over_each_patchs_valid_pixels(h, w, cell):
+    grid = PatchGrid(h, w, cell)
+    x = torch.randn(2, 3, h, w).contiguous(memory_format=torch.channels_last)
+    want = torch.zeros(2, 3, grid.rows, grid.cols)
+    for r in range(grid.rows):
+        for c in range(grid.cols):
+            patch = x[
+                :, :, r * grid.cell : (r + 1) * grid.cell, c * grid.cell : (c + 1) * grid.cell
+            ]
+            want[:, :, r, c] = patch.mean((2, 3))
+    assert (grid.pool(x) - want).abs().max() < 1e-6
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("h,w,cell", [(23, 37, 8), (9, 30, 32), (40, 24, 16)])
