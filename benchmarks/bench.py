@@ -52,7 +52,7 @@ from benchmarks.reference import reference_forward  # noqa: E402
 from skipvsr import cost  # noqa: E402
 from skipvsr.api import Upscaler, load  # noqa: E402
 from skipvsr.backbone import BasicVSR  # noqa: E402
-from skipvsr.cli import default_model  # noqa: E402
+from skipvsr.cli.args import default_model  # noqa: E402
 from skipvsr.routing import PatchGrid, Route, Router  # noqa: E402
 from skipvsr.weights import load_model  # noqa: E402
 
@@ -193,10 +193,9 @@ def budget_rows(
     for policy in ("learned", "rotate"):
         rows = []
         for budget in BUDGETS:
-            _, stats = up.upscale(lr, budget=budget, policy=policy)  # also the warm-up
-            wall = median_time(
-                lambda b=budget, p=policy: up.upscale(lr, budget=b, policy=p), repeats
-            )
+            route = Route.for_budget(budget, policy=policy)
+            _, stats = up.upscale(lr, route)  # also the warm-up
+            wall = median_time(lambda r=route: up.upscale(lr, r), repeats)
             spynet = stats.spynet_gmacs_per_frame
             row = {
                 "threads": torch.get_num_threads(),

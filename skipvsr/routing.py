@@ -419,6 +419,8 @@ class Router:
         for _ in range(3):  # a few rescaling rounds: the clamp at 1 can break the mean
             if float(share.mean()) <= 0.0:
                 share = torch.full_like(share, self._want)
+            if self._want <= 0.0:  # nothing owed (the budget is spent): no block runs
+                break
             share = (share * (self._want / float(share.mean()))).clamp(0.0, 1.0)
         self._alloc = share
         return tau

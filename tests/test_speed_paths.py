@@ -152,3 +152,11 @@ def test_warp_plan_on_boxes_writes_only_the_boxes(channels_last):
     inside = _cover(boxes, (3, h, w)).bool()[:, None].expand_as(x)
     assert (out[inside] - plan(x)[inside]).abs().max() < 1e-6
     assert torch.all(out[~inside] == 7.0)
+
+
+def test_a_spent_budget_runs_nothing_on_the_remaining_frames():
+    """Three frames at 0.43: the forced first frame spends the whole block budget."""
+    model = tiny_model()
+    with torch.no_grad():
+        out = model(moving_clip(t=3)[None], Route.for_budget(0.43, cell=8))
+    assert float(out.executed["forward"][1:].sum()) == 0.0
