@@ -70,6 +70,8 @@ class Trunk(nn.Module):
         tapped: dict[int, torch.Tensor] = {}
         if 0 in taps:
             tapped[0] = h
+        if router is not None:
+            h = router.memory_format(h)
         for m, block in enumerate(self.blocks):
             if router is None:
                 h = block(h)
@@ -77,7 +79,7 @@ class Trunk(nn.Module):
                 h = router.apply(block, m, h, router.decide(m, h))
             if m + 1 in taps:
                 tapped[m + 1] = h
-        return h, tapped
+        return h.contiguous(), tapped
 
 
 @dataclass
