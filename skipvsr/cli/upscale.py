@@ -158,15 +158,14 @@ def model_fn(model: Upscaler, args: argparse.Namespace, route: Route):
     return functools.partial(model.upscale, route=route)
 
 
-def map_view(args: argparse.Namespace, max_blocks: int, side_by_side: bool) -> MapView:
-    """How routing maps are drawn for the frame layout of the flags: whole frames are routed on
-    a grid of ``--cell`` LR pixels, tubes and tiles are stretched over the frame; the colour
-    scale tops out at ``max_blocks`` (every block of both branches)."""
-    whole_frames = args.patch is None and args.tile is None
+def map_view(model: Upscaler, cell: int | None, side_by_side: bool = False) -> MapView:
+    """How this model's routing maps are drawn: colours up to every block of both branches,
+    patches of ``cell`` LR pixels (whole frames) or stretched over the frame (``None``: tubes
+    and tiles)."""
     return MapView(
         side_by_side=side_by_side,
-        cell=BasicVSR.scale * args.cell if whole_frames else None,
-        max_blocks=max_blocks,
+        cell=None if cell is None else BasicVSR.scale * cell,
+        max_blocks=2 * model.model.num_block,
     )
 
 
@@ -176,6 +175,11 @@ def routing_maps(stats: UpscaleStats, max_blocks: int) -> np.ndarray:
     if stats.routing_map is not None:
         return stats.routing_map.cpu().numpy()
     return np.full((stats.frames, 1, 1), max_blocks, dtype=np.int32)
+
+
+def map_fn(model: Upscaler):
+    """``map_fn`` for :func:`upscale_media`: a chunk's :class:`UpscaleStats` -> its maps."""
+    return functools.partial(routing_maps, max_blocks=2 * model.model.num_block)
 
 
 def merged_stats(summary: StreamSummary) -> UpscaleStats:
@@ -213,10 +217,10 @@ def run(args: argparse.Namespace) -> int:
         model.check_route(route)
     except ValueError as e:
         raise UsageError(f"--model {args.model or default_model()}: {e}") from None
-    max_blocks = 2 * model.model.num_block
     maps = ()
     if args.routing_video is not None:
-        maps = (MapVideo(args.routing_video, map_view(args, max_blocks, args.side_by_side)),)
+        cell = args.cell if args.patch is None and args.tile is None else None
+        maps = (MapVideo(args.routing_video, map_view(model, cell, args.side_by_side)),)
     limit_heap_growth()
     summary = upscale_media(
         args.input,
@@ -230,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         maps=maps,
-        map_fn=functools.partial(routing_maps, max_blocks=max_blocks),
+        map_fn=map_fn(model),
     )
     write_stats(args.stats, report(summary, args.quiet))
     return 0
