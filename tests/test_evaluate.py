@@ -307,6 +307,21 @@ def test_psnr_mac_compare_of_several_runs(tmp_path):
     assert points.flat == {"bicubic": 23.8}
     path = psnr_mac_compare([teacher, frozen, shipped, bicubic], tmp_path / "curve.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the README's command: scripts/readme_figures.py curve RESULTS.json ... -o FIGURE.png
+    import importlib.util
+    import json
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("figures", REPO / "scripts/readme_figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    files = []
+    for i, result in enumerate((teacher, shipped)):
+        files.append(tmp_path / f"r{i}.json")
+        files[-1].write_text(json.dumps(result))
+    assert figures.main(["curve", *map(str, files), "-o", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 0
 
 
 def test_crops_figure(tmp_path):
