@@ -54,11 +54,16 @@ def psnr_mac_plot(result: dict, path: str | Path, channel: str = "y") -> Path:
     for label, val in flat:
         ax.axhline(val, linestyle="--", color="gray", label=label)
     cfg = result.get("config", {})
-    ax.set_xlabel("GMACs / frame at 180x320 LR (without SpyNet)")
+    title = f"{cfg.get('model', '')} on {cfg.get('dataset', '')} {cfg.get('degradation', '')}"
+    xlabel = "GMACs / frame at 180x320 LR (without SpyNet)"
+    return _save_trade_off(fig, ax, path, xlabel, channel, title.strip())
+
+
+def _save_trade_off(fig, ax, path: Path, xlabel: str, channel: str, title: str) -> Path:
+    """Label, grid and legend a PSNR-against-cost axis, write the figure to ``path``."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"PSNR ({channel.upper()}), dB")
-    ax.set_title(
-        f"{cfg.get('model', '')} on {cfg.get('dataset', '')} {cfg.get('degradation', '')}".strip()
-    )
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -144,15 +149,7 @@ def psnr_mac_compare(
         ax.plot([x], [y], marker="*", markersize=14, color="black", linestyle="none", label=label)
     for label, value in points.flat.items():
         ax.axhline(value, linestyle=":", color="gray", label=label)
-    ax.set_xlabel("measured MAC fraction (without SpyNet)")
-    ax.set_ylabel(f"PSNR ({channel.upper()}), dB")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_trade_off(fig, ax, path, "measured MAC fraction (without SpyNet)", channel, title)
 
 
 def crops(panels: Sequence[tuple[str, np.ndarray]], path: str | Path, title: str = "") -> Path:

@@ -84,7 +84,9 @@ def legend_bar(height: int, max_blocks: int = MAX_BLOCKS) -> np.ndarray:
     bar.outline.set_edgecolor("white")
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
-    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[:height, :width, :3])
+    bar = np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[:height, :width, :3])
+    bar.setflags(write=False)  # cached and shared by every frame drawn
+    return bar
 
 
 def label(frame: np.ndarray, text: str) -> np.ndarray:
