@@ -310,6 +310,7 @@ class Router:
         self._scores: list[torch.Tensor] = []
         self._tau = route.threshold
         self._want = 1.0
+        self._alloc = torch.ones(num_blocks)
         self._prev_warped: torch.Tensor | None = None
         self.targets = targets
         self.target_every = target_every
@@ -392,20 +393,32 @@ class Router:
         flat = stacked.reshape(-1)
         order = flat.argsort()
         cum = torch.cumsum(weights[order], 0) / weights.sum()
-        if want <= 0.0:
+        # the cut whose run fraction is nearest to ``want`` (unbiased on coarse grids)
+        pos = int((cum - want).abs().argmin())
+        if want <= 0.0 or want < float(cum[0]) / 2:  # running nothing is nearer
             return 1.0 - float(flat.min()) + 1e-6 if float(flat.min()) > 0 else 0.999999
-        pos = int(torch.searchsorted(cum, torch.tensor(want)).clamp(max=len(flat) - 1))
         tau = 1.0 - float(flat[order[pos]])
         return min(max(tau, 0.0), 0.999999)
 
     def _next_threshold(self) -> float | None:
-        """Threshold for the next frame from the last frame's scores, or ``None`` when the
-        last frame had none (it was the first): then each block uses the scores seen so far
-        in the current frame."""
+        """Plan a budget frame: the global threshold that would run the owed fraction of the
+        last frame's scores, and the share of each block under it (:attr:`_alloc`), rescaled
+        so that the shares average the owed fraction exactly. ``None`` when the last frame
+        had no scores (it was the first): then every block runs the owed fraction."""
         self._want = self._owed_fraction()
-        if not self._scores:
+        if len(self._scores) != self.num_blocks:
+            self._alloc = torch.full((self.num_blocks,), self._want)
             return None
-        return self._quantile_threshold(self._scores, self._want)
+        tau = self._quantile_threshold(self._scores, self._want)
+        stacked = torch.stack(self._scores).float()  # (num_blocks, B, nH, nW)
+        area = self.area.expand_as(stacked[0])
+        share = ((stacked <= 1.0 - tau) * area).flatten(1).sum(1) / area.sum()
+        for _ in range(3):  # a few rescaling rounds: the clamp at 1 can break the mean
+            if float(share.mean()) <= 0.0:
+                share = torch.full_like(share, self._want)
+            share = (share * (self._want / float(share.mean()))).clamp(0.0, 1.0)
+        self._alloc = share
+        return tau
 
     # -- per block -------------------------------------------------------------------------
     def target_layer(self, m: int) -> int:
@@ -456,8 +469,10 @@ class Router:
             run = self._plan[m]
         else:
             tau = self._tau
-            if tau is None:  # second frame of a budget run: no history yet
-                tau = self._quantile_threshold(self._scores, self._want)
+            if r.block_budget is not None:
+                # this block's planned share, taken by its own scores: exact budgets even when
+                # the scores drift from frame to frame
+                tau = self._quantile_threshold([score.detach()], float(self._alloc[m]))
             run = score.detach() <= 1.0 - tau
         if score is not None and self.estimator.warps_previous:
             # the cached input follows the cached update: refreshed only where the block runs

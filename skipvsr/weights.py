@@ -241,6 +241,13 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> BasicVSR:
     return model.eval()
 
 
+def recommended_budget(name_or_path: str | os.PathLike) -> float | None:
+    """The registered model's recommended MAC budget (its default operating point), or
+    ``None`` (run the full network) for checkpoint paths and models without one."""
+    entry = REGISTRY.get(str(name_or_path))
+    return None if entry is None else entry.get("recommended_budget")
+
+
 def presence() -> list[dict]:
     """One row per registered checkpoint: name, metadata and where (if anywhere) it lies."""
     rows = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from skipvsr.cost import block_fraction_for_budget
-from skipvsr.routing import POLICIES
+from skipvsr.routing import POLICIES, SKIP_OUTPUTS
 from skipvsr.weights import DEFAULT_MODEL, REGISTRY, CheckpointError, resolve
 
 
@@ -84,3 +84,20 @@ def default_model() -> str:
             except CheckpointError:
                 continue
     return DEFAULT_MODEL
+
+
+def add_skip_args(p: argparse.ArgumentParser) -> None:
+    """``--skip`` and ``--refresh``: what a skipped block gives, and full-cost refresh frames."""
+    p.add_argument(
+        "--skip",
+        choices=SKIP_OUTPUTS,
+        default="reuse",
+        help="what a skipped block gives: reuse = its last update warped by the flow (default),"
+        " identity = nothing (the paper's skip)",
+    )
+    p.add_argument(
+        "--refresh",
+        type=positive_int("refresh", 0),
+        default=0,
+        help="run every N-th frame fully, counted in the budget (0 = never, default)",
+    )

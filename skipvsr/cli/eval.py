@@ -8,7 +8,14 @@ from pathlib import Path
 
 import torch
 
-from skipvsr.cli.args import UsageError, default_model, floats, policies, positive_int
+from skipvsr.cli.args import (
+    UsageError,
+    add_skip_args,
+    default_model,
+    floats,
+    policies,
+    positive_int,
+)
 from skipvsr.degradation import DEGRADATIONS
 from skipvsr.eval.datasets import FolderPairs, open_dataset
 from skipvsr.eval.evaluate import BICUBIC, DATASETS, Runner, Setting, evaluate, make_settings
@@ -55,6 +62,7 @@ def add_parser(sub) -> None:
     p.add_argument("--stride", type=positive_int("stride"), default=46)
     p.add_argument("--cell", type=positive_int("cell", 4), default=32)
     p.add_argument("--seed", type=int, default=0)
+    add_skip_args(p)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--device", default="cpu")
     p.add_argument(
@@ -83,7 +91,14 @@ def settings_from_args(args: argparse.Namespace, model: str) -> list[Setting]:
         return [Setting(None)]
     try:
         return make_settings(
-            args.policy, args.thresholds, args.budgets, args.mode, args.cell, args.seed
+            args.policy,
+            args.thresholds,
+            args.budgets,
+            args.mode,
+            args.cell,
+            args.seed,
+            args.skip,
+            args.refresh,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None

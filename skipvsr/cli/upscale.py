@@ -11,7 +11,14 @@ import numpy as np
 
 from skipvsr.api import Upscaler, UpscaleStats, load
 from skipvsr.backbone import BasicVSR
-from skipvsr.cli.args import UsageError, budget, default_model, fraction, positive_int
+from skipvsr.cli.args import (
+    UsageError,
+    add_skip_args,
+    budget,
+    default_model,
+    fraction,
+    positive_int,
+)
 from skipvsr.routing import POLICIES, Route
 from skipvsr.video.overlay import MapView
 from skipvsr.video.streaming import (
@@ -23,6 +30,7 @@ from skipvsr.video.streaming import (
     limit_heap_growth,
     upscale_media,
 )
+from skipvsr.weights import recommended_budget
 
 TILE_OVERLAP = 16  # LR pixels shared by neighbouring --tile tiles
 
@@ -39,12 +47,19 @@ def add_routing_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--threshold",
         type=fraction("threshold", high_open=True),
-        default=0.0,
+        default=None,
         help="learned policy: a block runs on a patch iff its redundancy score "
-        "S <= 1 - threshold; 0 = full network (default)",
+        "S <= 1 - threshold; 0 = full network",
     )
     g.add_argument(
-        "--budget", type=budget, default=None, help="target MAC fraction (without SpyNet), e.g. 0.6"
+        "--budget",
+        type=budget,
+        default=None,
+        help="target MAC fraction (without SpyNet), e.g. 0.6 (default: the model's recommended "
+        "budget, see `skipvsr weights`; the full network for models without one)",
+    )
+    g.add_argument(
+        "--full", action="store_true", help="run every block: the full network (= --budget 1)"
     )
     p.add_argument("--policy", choices=POLICIES, default="learned")
     m = p.add_mutually_exclusive_group()
@@ -73,6 +88,7 @@ def add_routing_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy")
+    add_skip_args(p)
 
 
 def add_parser(sub) -> None:
@@ -126,14 +142,22 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def route_from_args(args: argparse.Namespace) -> Route:
-    """The :class:`Route` of the routing flags (``UsageError`` for combinations that cannot be)."""
-    if args.policy != "learned" and args.budget is None:
-        raise UsageError(f"--policy {args.policy} needs --budget (a MAC fraction)")
+def route_from_args(args: argparse.Namespace, model: str) -> Route:
+    """The :class:`Route` of the routing flags for ``model`` (``UsageError`` for combinations
+    that cannot be). With no ``--threshold``/``--budget``/``--full``, the model's recommended
+    budget (:func:`skipvsr.weights.recommended_budget`), or the full network without one."""
     fields = {"policy": args.policy, "cell": args.cell, "seed": args.seed}
-    if args.budget is not None:
-        return Route.for_budget(args.budget, **fields)
-    return Route(threshold=args.threshold, **fields)
+    fields.update(skip=args.skip, refresh=args.refresh)
+    if args.full:
+        return Route(**fields)
+    chosen = args.budget
+    if chosen is None and args.threshold is None:
+        chosen = recommended_budget(model)
+    if args.policy != "learned" and chosen is None:
+        raise UsageError(f"--policy {args.policy} needs --budget (a MAC fraction)")
+    if chosen is not None and chosen < 1.0:
+        return Route.for_budget(chosen, **fields)
+    return Route(threshold=args.threshold or 0.0, **fields)
 
 
 def check_layout(args: argparse.Namespace) -> None:
@@ -208,11 +232,12 @@ def write_stats(path: str | None, record: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    route = route_from_args(args)
+    name = args.model or default_model()
+    route = route_from_args(args, name)
     check_layout(args)
     if args.side_by_side and args.routing_video is None:
         raise UsageError("--side-by-side draws the --routing-video: give --routing-video MAP")
-    model = load(args.model or default_model(), device=args.device, precision=args.precision)
+    model = load(name, device=args.device, precision=args.precision)
     try:
         model.check_route(route)
     except ValueError as e:

@@ -235,3 +235,58 @@ def routing_strip(
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def read_training_log(path: str | Path, budget: float = 0.63) -> dict[str, list[float]]:
+    """The validation curve at ``budget`` from a run's ``train.log``.
+
+    Returns ``step``, ``psnr`` (dB, RGB on the held-out crops), ``mac`` (measured fraction) and
+    ``hours`` (wall hours of training steps up to that step: the sum of the logged ``s/it``;
+    multiply by the run's ``threads`` for thread-hours).
+    """
+    key = f"{budget:g}"
+    steps, psnrs, macs, hours = [], [], [], []
+    seconds = 0.0
+    for line in Path(path).read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["step"] and "s/it" in words:
+            seconds += float(words[words.index("s/it") + 1])
+        elif words[:2] == ["val", "step"] and f"psnr@{key}" in words:
+            steps.append(int(words[2]))
+            psnrs.append(float(words[words.index(f"psnr@{key}") + 1]))
+            macs.append(float(words[words.index(f"mac@{key}") + 1]))
+            hours.append(seconds / 3600.0)
+    return {"step": steps, "psnr": psnrs, "mac": macs, "hours": hours}
+
+
+def training_curve_plot(
+    runs: dict[str, dict[str, list[float]]],
+    path: str | Path,
+    budget: float = 0.63,
+    references: dict[str, float] | None = None,
+) -> Path:
+    """Validation PSNR at ``budget`` against steps (left) and training hours (right).
+
+    ``runs`` maps a label to :func:`read_training_log` output; ``references`` maps a label to
+    a PSNR drawn as a horizontal line (e.g. the teacher, or the shipped model).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for label, curve in runs.items():
+        axes[0].plot(curve["step"], curve["psnr"], marker="o", ms=3, label=label)
+        axes[1].plot(curve["hours"], curve["psnr"], marker="o", ms=3, label=label)
+    for label, value in (references or {}).items():
+        for ax in axes:
+            ax.axhline(value, ls="--", lw=1, color="gray")
+        axes[1].annotate(label, (0, value), textcoords="offset points", xytext=(2, 3), fontsize=8)
+    axes[0].set_xlabel("training step")
+    axes[1].set_xlabel("training hours (1 CPU thread)")
+    axes[0].set_ylabel(f"val PSNR (dB) at {budget:g} MACs")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
