@@ -7,7 +7,10 @@ import functools
 import json
 from pathlib import Path
 
+import numpy as np
+
 from skipvsr.api import Upscaler, UpscaleStats, load
+from skipvsr.backbone import BasicVSR
 from skipvsr.cli.args import (
     UsageError,
     add_skip_args,
@@ -17,10 +20,12 @@ from skipvsr.cli.args import (
     positive_int,
 )
 from skipvsr.routing import POLICIES, Route
+from skipvsr.video.overlay import MapView
 from skipvsr.video.streaming import (
     DEFAULT_CHUNK,
     DEFAULT_OVERLAP,
     EncodeOptions,
+    MapVideo,
     StreamSummary,
     limit_heap_growth,
     upscale_media,
@@ -120,6 +125,17 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--crf", type=positive_int("crf", 0), default=18)
     p.add_argument("--codec", default="libx264")
+    p.add_argument(
+        "--routing-video",
+        default=None,
+        metavar="MAP",
+        help="also write the output with blocks run per patch overlaid (video or PNG folder)",
+    )
+    p.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="with --routing-video: bicubic, output and map in one frame",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--stats", default=None, help="write run statistics as JSON")
@@ -166,6 +182,30 @@ def model_fn(model: Upscaler, args: argparse.Namespace, route: Route):
     return functools.partial(model.upscale, route=route)
 
 
+def map_view(model: Upscaler, cell: int | None, side_by_side: bool = False) -> MapView:
+    """How this model's routing maps are drawn: colours up to every block of both branches,
+    patches of ``cell`` LR pixels (whole frames) or stretched over the frame (``None``: tubes
+    and tiles)."""
+    return MapView(
+        side_by_side=side_by_side,
+        cell=None if cell is None else BasicVSR.scale * cell,
+        max_blocks=2 * model.model.num_block,
+    )
+
+
+def routing_maps(stats: UpscaleStats, max_blocks: int) -> np.ndarray:
+    """``(T, nH, nW)`` int blocks run per patch of one call, both branches summed: the stats'
+    map, or, when nothing was routed, ``max_blocks`` on one patch per frame."""
+    if stats.routing_map is not None:
+        return stats.routing_map.cpu().numpy()
+    return np.full((stats.frames, 1, 1), max_blocks, dtype=np.int32)
+
+
+def map_fn(model: Upscaler):
+    """``map_fn`` for :func:`upscale_media`: a chunk's :class:`UpscaleStats` -> its maps."""
+    return functools.partial(routing_maps, max_blocks=2 * model.model.num_block)
+
+
 def merged_stats(summary: StreamSummary) -> UpscaleStats:
     """One :class:`UpscaleStats` for a streamed video, chunks weighted by frames processed."""
     chunks = summary.chunks
@@ -195,11 +235,17 @@ def run(args: argparse.Namespace) -> int:
     name = args.model or default_model()
     route = route_from_args(args, name)
     check_layout(args)
+    if args.side_by_side and args.routing_video is None:
+        raise UsageError("--side-by-side draws the --routing-video: give --routing-video MAP")
     model = load(name, device=args.device, precision=args.precision)
     try:
         model.check_route(route)
     except ValueError as e:
         raise UsageError(f"--model {args.model or default_model()}: {e}") from None
+    maps = ()
+    if args.routing_video is not None:
+        cell = args.cell if args.patch is None and args.tile is None else None
+        maps = (MapVideo(args.routing_video, map_view(model, cell, args.side_by_side)),)
     limit_heap_growth()
     summary = upscale_media(
         args.input,
@@ -212,6 +258,8 @@ def run(args: argparse.Namespace) -> int:
         encode=EncodeOptions(codec=args.codec, crf=args.crf),
         overwrite=args.overwrite,
         progress=not args.quiet,
+        maps=maps,
+        map_fn=map_fn(model),
     )
     write_stats(args.stats, report(summary, args.quiet))
     return 0
