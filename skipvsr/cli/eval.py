@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from skipvsr.api import PRECISIONS
 from skipvsr.cli.args import (
     UsageError,
     add_skip_args,
@@ -63,7 +64,12 @@ def add_parser(sub) -> None:
     p.add_argument("--cell", type=positive_int("cell", 4), default=32)
     p.add_argument("--seed", type=int, default=0)
     add_skip_args(p)
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default): bf16 only where the CPU has it and it meets the quality bar",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--threads",
