@@ -91,9 +91,10 @@ def add_skip_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--skip",
         choices=SKIP_OUTPUTS,
-        default="reuse",
-        help="what a skipped block gives: reuse = its last update warped by the flow (default),"
-        " identity = nothing (the paper's skip)",
+        default=None,
+        help="what a skipped block gives: reuse = its last update warped by the flow, identity ="
+        " nothing (the paper's skip); default: the one the model was trained with (reuse for"
+        " models without a record)",
     )
     p.add_argument(
         "--refresh",

@@ -21,6 +21,7 @@ from skipvsr.degradation import DEGRADATIONS
 from skipvsr.eval.datasets import FolderPairs, open_dataset
 from skipvsr.eval.evaluate import BICUBIC, DATASETS, Runner, Setting, evaluate, make_settings
 from skipvsr.eval.report import write_outputs
+from skipvsr.weights import registered_skip
 
 
 def add_parser(sub) -> None:
@@ -103,7 +104,7 @@ def settings_from_args(args: argparse.Namespace, model: str) -> list[Setting]:
             args.mode,
             args.cell,
             args.seed,
-            args.skip,
+            args.skip or registered_skip(model),
             args.refresh,
         )
     except ValueError as e:

@@ -30,7 +30,7 @@ from skipvsr.video.streaming import (
     limit_heap_growth,
     upscale_media,
 )
-from skipvsr.weights import recommended_budget
+from skipvsr.weights import recommended_budget, registered_skip
 
 TILE_OVERLAP = 16  # LR pixels shared by neighbouring --tile tiles
 
@@ -149,14 +149,15 @@ def add_parser(sub) -> None:
 
 def route_from_args(args: argparse.Namespace, model: str) -> Route:
     """The :class:`Route` of the routing flags for ``model`` (``UsageError`` for combinations
-    that cannot be). With no ``--threshold``/``--budget``/``--full``, the model's recommended
-    budget (:func:`skipvsr.weights.recommended_budget`), or the full network without one."""
+    that cannot be). The learned policy with no ``--threshold``/``--budget``/``--full`` runs at
+    the model's recommended budget (:func:`skipvsr.weights.recommended_budget`), or the full
+    network without one; frozen policies need ``--budget``."""
     fields = {"policy": args.policy, "cell": args.cell, "seed": args.seed}
-    fields.update(skip=args.skip, refresh=args.refresh)
+    fields.update(skip=args.skip or registered_skip(model), refresh=args.refresh)
     if args.full:
         return Route(**fields)
     chosen = args.budget
-    if chosen is None and args.threshold is None:
+    if chosen is None and args.threshold is None and args.policy == "learned":
         chosen = recommended_budget(model)
     if args.policy != "learned" and chosen is None:
         raise UsageError(f"--policy {args.policy} needs --budget (a MAC fraction)")
