@@ -186,7 +186,12 @@ class Runner:
             seconds = time.perf_counter() - start
             return sr, {"seconds": seconds, "mac_fraction": None, "thresholds": []}, None, None
         sr, st = self.upscaler.upscale(
-            to_tensor(lr), s.route, mode=s.mode, patch=self.patch, stride=self.stride
+            to_tensor(lr),
+            s.route,
+            mode=s.mode,
+            patch=self.patch,
+            stride=self.stride,
+            tube_flow=True,  # patch mode here is the paper's protocol: SpyNet per tube
         )
         stats = {
             "seconds": st.seconds,
