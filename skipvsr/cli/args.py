@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from skipvsr.api import PRECISIONS
 from skipvsr.cost import block_fraction_for_budget
 from skipvsr.routing import POLICIES, SKIP_OUTPUTS
 from skipvsr.weights import DEFAULT_MODEL, REGISTRY, CheckpointError, resolve
@@ -102,3 +103,14 @@ def add_skip_args(p: argparse.ArgumentParser) -> None:
         default=0,
         help="run every N-th frame fully, counted in the budget (0 = never, default)",
     )
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """``--precision`` and ``--device``."""
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default): bf16 only where the CPU has it and it meets the quality bar",
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")

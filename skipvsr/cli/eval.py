@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from skipvsr.api import PRECISIONS
 from skipvsr.cli.args import (
     UsageError,
+    add_device_args,
     add_skip_args,
     default_model,
     floats,
@@ -65,13 +65,7 @@ def add_parser(sub) -> None:
     p.add_argument("--cell", type=positive_int("cell", 4), default=32)
     p.add_argument("--seed", type=int, default=0)
     add_skip_args(p)
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="auto (default): bf16 only where the CPU has it and it meets the quality bar",
-    )
-    p.add_argument("--device", default="cpu")
+    add_device_args(p)
     p.add_argument(
         "--threads",
         type=positive_int("threads"),

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from skipvsr.api import PRECISIONS, Upscaler, UpscaleStats, load
+from skipvsr.api import Upscaler, UpscaleStats, load
 from skipvsr.backbone import BasicVSR
 from skipvsr.cli.args import (
     UsageError,
+    add_device_args,
     add_skip_args,
     budget,
     default_model,
@@ -91,13 +92,7 @@ def add_routing_args(p: argparse.ArgumentParser) -> None:
         default=32,
         help="routing patch size in LR pixels in full-frame mode (32)",
     )
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="auto (default): bf16 only where the CPU has it and it meets the quality bar",
-    )
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    add_device_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy")
     add_skip_args(p)
 
