@@ -183,10 +183,11 @@ class BasicVSR(nn.Module):
 
     def upsample(self, back: torch.Tensor, fwd: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Fuse the two branches' features ``(B, C, H, W)`` and reconstruct ``(B, 3, 4H, 4W)``."""
-        out = F.leaky_relu(self.fusion(torch.cat([back, fwd], dim=1)), 0.1)
-        out = F.leaky_relu(F.pixel_shuffle(self.upconv1(out), 2), 0.1)
-        out = F.leaky_relu(F.pixel_shuffle(self.upconv2(out), 2), 0.1)
-        out = F.leaky_relu(self.conv_hr(out), 0.1)
+        # in place: the HR activations are large, and a fresh buffer each costs page faults
+        out = F.leaky_relu(self.fusion(torch.cat([back, fwd], dim=1)), 0.1, inplace=True)
+        out = F.leaky_relu(F.pixel_shuffle(self.upconv1(out), 2), 0.1, inplace=True)
+        out = F.leaky_relu(F.pixel_shuffle(self.upconv2(out), 2), 0.1, inplace=True)
+        out = F.leaky_relu(self.conv_hr(out), 0.1, inplace=True)
         out = self.conv_last(out)
         base = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
         return (out + base.to(out.dtype)).contiguous()
