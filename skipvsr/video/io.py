@@ -371,8 +371,9 @@ class FrameSink:
     output keeps the timestamps (rescaled to the output time base) and copies the audio and
     subtitle streams of ``source`` (a :class:`FrameSource`) for the same time range, re-encoding
     audio only where the container cannot hold the original codec; :attr:`messages` then says
-    so. ``close()`` finishes and renames the temp file onto ``output``; ``abort()`` (also run
-    on an exception inside ``with``) removes the temp file.
+    so. ``close()`` finishes and renames the temp file (``temp``, default a hidden name beside
+    ``output``) onto ``output``; ``abort()`` (also run on an exception inside ``with``) removes
+    the temp file.
     """
 
     def __init__(
@@ -387,6 +388,7 @@ class FrameSink:
         codec: str = "libx264",
         crf: int = 18,
         overwrite: bool = False,
+        temp: Path | None = None,
     ) -> None:
         self.target = check_output(output, overwrite=overwrite)
         self.overwrite = overwrite
@@ -395,7 +397,7 @@ class FrameSink:
         self.messages: list[str] = []
         self.frames = 0
         self.folder = is_folder_output(self.target)
-        self.temp = _temp_path(self.target)
+        self.temp = _temp_path(self.target) if temp is None else Path(temp)
         self._container = None
         self._last_pts = None
         self._pts_offset = None

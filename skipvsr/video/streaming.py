@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from tqdm import tqdm
 from skipvsr.frames import MediaError, to_tensor, to_uint8
 from skipvsr.signals import sigterm_as_interrupt
 from skipvsr.video.io import MIN_SIZE, FrameSink, FrameSource, check_output
+from skipvsr.video.job import Resumable
 
 # Chosen by benchmarks/chunk_overlap.py (see the numbers printed there): overlap 4 already
 # brings chunked output within a small fraction of a dB of whole-sequence processing.
@@ -228,13 +230,19 @@ def decode_worker(source: FrameSource, out: queue.Queue, stop: threading.Event) 
     _put(out, _DONE, stop)
 
 
-def encode_worker(sink: FrameSink, todo: queue.Queue, stop: threading.Event) -> None:
-    """Thread body: write each ``(images, stamps)`` of ``todo`` through ``sink`` until the end."""
+def encode_worker(
+    sink: FrameSink, todo: queue.Queue, stop: threading.Event, job: Resumable | None = None
+) -> None:
+    """Thread body: write each ``(images, stamps, keep)`` of ``todo`` through ``sink`` until the
+    end; ``keep`` is ``(chunk index, stats)`` for a new chunk to save as a segment of ``job``
+    first (``None`` for a replayed one)."""
     while True:
         item = _get(todo, stop)
         if item is _DONE:
             return
-        images, stamps = item
+        images, stamps, keep = item
+        if job is not None and keep is not None:
+            job.save(keep[0], images, stamps, keep[1])
         for img, (pts, tb) in zip(images, stamps, strict=True):
             sink.write(img, pts, tb)
 
@@ -287,6 +295,7 @@ def upscale_media(
     overwrite: bool = False,
     progress: bool = True,
     scale: float = 4,
+    job: Resumable | None = None,
 ) -> StreamSummary:
     """Upscale ``input`` (video file or PNG/JPG folder) x4 into ``output`` (video or folder).
 
@@ -296,6 +305,10 @@ def upscale_media(
     frame rate for folder input (default 25); ``progress`` shows a bar on stderr. Raises
     :class:`MediaError` for bad inputs/outputs; on any error or interrupt (SIGTERM included)
     the output path is left untouched.
+
+    With a ``job``, every finished chunk is kept as a segment in the job's folder, and a resumed
+    job replays its segments instead of running ``upscale_fn`` on those chunks again; the
+    folder goes once the output is complete (see :mod:`skipvsr.video.job`).
     """
     if not isinstance(chunk, int) or chunk < 1:
         raise MediaError(f"chunk: {chunk!r} (expected an integer >= 1)")
@@ -305,7 +318,14 @@ def upscale_media(
     t0 = time.perf_counter()
     stop = threading.Event()
     chunks: list[Chunk] = []
+    done: list = []
     with contextlib.ExitStack() as stack:
+        if job is not None:
+            streaming = {"chunk": chunk, "overlap": overlap, "max_frames": max_frames,
+                         "start": start, "fps": None if fps is None else str(fps),
+                         "codec": encode.codec, "crf": encode.crf, "scale": scale}  # fmt: skip
+            done = job.begin(input, streaming, overwrite)
+            stack.enter_context(job)  # first in, so it ends after the sink has finished
         stack.enter_context(sigterm_as_interrupt())
         source = stack.enter_context(
             FrameSource(input, start_seconds=start, max_frames=max_frames, fps=fps)
@@ -322,6 +342,7 @@ def upscale_media(
                 codec=encode.codec,
                 crf=encode.crf,
                 overwrite=overwrite,
+                temp=None if job is None else job.partial(Path(output).suffix),
             )
         )
         decoded: queue.Queue = queue.Queue(maxsize=chunk + 2 * overlap)
@@ -329,7 +350,7 @@ def upscale_media(
         # than encoding, so a deeper queue only raises the memory ceiling (x4 uint8 frames).
         to_encode: queue.Queue = queue.Queue(maxsize=1)
         decoder = _Worker(decode_worker, "decoder", source, decoded, stop)
-        encoder = _Worker(encode_worker, "encoder", sink, to_encode, stop)
+        encoder = _Worker(encode_worker, "encoder", sink, to_encode, stop, job)
         # Registered after the sink, so the threads stop before it finishes or aborts.
         stack.callback(_shutdown, stop, (encoder, decoder))
         bar = stack.enter_context(
@@ -339,9 +360,17 @@ def upscale_media(
         decoder.start()
         encoder.start()
         for window, a, b in iter_chunks(drain(decoded, stop, decoder), chunk, overlap):
-            images, stats = upscale_window(upscale_fn, window, a, b, scale)
-            chunks.append(Chunk(len(chunks), b - a, len(window), stats))
-            if not _put(to_encode, (images, [(w[1], w[2]) for w in window[a:b]]), stop):
+            index, stamps = len(chunks), [(w[1], w[2]) for w in window[a:b]]
+            if index < len(done):
+                images, saved, stats = job.load(done[index])
+                if saved != stamps:
+                    raise MediaError(f"--resume: {done[index]} does not match the input's frames")
+                keep = None
+            else:
+                images, stats = upscale_window(upscale_fn, window, a, b, scale)
+                keep = (index, stats)
+            chunks.append(Chunk(index, b - a, len(window), stats))
+            if not _put(to_encode, (images, stamps, keep), stop):
                 break
             encoder.check()
             bar.update(b - a)
