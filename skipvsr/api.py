@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 
@@ -57,6 +57,13 @@ class UpscaleStats:
         out["lr_size"] = list(self.lr_size)
         out["seconds_per_frame"] = self.seconds / max(self.frames, 1)
         return out
+
+    @classmethod
+    def from_dict(cls, record: dict) -> UpscaleStats:
+        """The stats of an :meth:`as_dict` record (without the routing map)."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in record.items() if k in names}
+        return cls(**{**values, "lr_size": tuple(values["lr_size"])})
 
     @classmethod
     def merge(cls, parts: Sequence[UpscaleStats], weights: Sequence[float]) -> UpscaleStats:

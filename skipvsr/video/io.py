@@ -419,6 +419,11 @@ class FrameSink:
             raise MediaError(f"codec: {codec} is not an available encoder (e.g. libx264)") from None
         fmt = {".m4v": "mp4"}.get(self.target.suffix.lower())
         self._container = av.open(str(self.temp), "w", format=fmt)
+        if av.Codec(codec, "w").canonical_name not in self._container.supported_codecs:
+            raise MediaError(
+                f"codec: {codec} cannot go in a {self.target.suffix} file (expected another "
+                "--codec, e.g. libvpx-vp9 for .webm, or another suffix)"
+            )
         rate = Fraction(fps).limit_denominator(100000)
         options = {"crf": str(crf)} if codec in CRF_CODECS else {}
         vs = self._container.add_stream(codec, rate=rate, options=options)
