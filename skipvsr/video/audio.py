@@ -26,8 +26,9 @@ class AuxCopier:
     """Copy audio and subtitle packets of the source into the output, interleaved by time.
 
     Packets are stream-copied where the output container accepts the codec; otherwise audio is
-    decoded and re-encoded (AAC for MP4/MOV, Opus for WebM, FLAC elsewhere) and subtitles are dropped, each
-    with a one-line note in ``messages``. Only packets inside the processed time range are kept.
+    decoded and re-encoded (AAC for MP4/MOV, Opus for WebM, FLAC elsewhere) and subtitles are
+    dropped, each with a one-line note in ``messages``. Only packets inside the processed time
+    range are kept.
     """
 
     def __init__(self, path: Path, start: float, out, messages: list[str]) -> None:

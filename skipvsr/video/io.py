@@ -63,6 +63,8 @@ def _is_hd(width: int, height: int) -> bool:
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
+    if path.is_symlink() and not path.exists():
+        raise MediaError(f"input: {path} is a broken or looping symlink (expected a video file)")
     if not path.exists():
         raise MediaError(f"input: {path} does not exist (expected a video file or a frame folder)")
     try:
@@ -311,6 +313,8 @@ class FrameSource:
         n = 0
         try:
             for frame in self.container.decode(vs):
+                if n == 0:
+                    _check_first_frame(frame, self.path)
                 pts = frame.pts if frame.pts is not None else n
                 if start_pts is not None and pts < start_pts:
                     continue
@@ -324,6 +328,21 @@ class FrameSource:
             if n == 0:
                 raise MediaError(f"input: {self.path} could not be decoded ({e})") from None
             # A damaged tail: keep what decoded, like most players do.
+
+
+def _check_first_frame(frame: av.VideoFrame, path: Path) -> None:
+    """:class:`MediaError` for frames that would come out wrong: a display rotation (phone
+    videos; the frames are stored sideways) or interlaced fields (the model sees combing)."""
+    if frame.rotation:
+        raise MediaError(
+            f"input: {path} is to be shown rotated by {frame.rotation} degrees (expected upright "
+            "frames; let ffmpeg apply the rotation first: ffmpeg -i IN -c:a copy OUT.mp4)"
+        )
+    if frame.interlaced_frame:
+        raise MediaError(
+            f"input: {path} is interlaced (expected progressive frames; deinterlace first: "
+            "ffmpeg -i IN -vf bwdif=0 -c:a copy OUT.mp4)"
+        )
 
 
 # --------------------------------------------------------------------------- writing
@@ -343,6 +362,8 @@ def check_output(target: str | os.PathLike, *, overwrite: bool) -> Path:
     """Validate the output path before any work is done (raises :class:`MediaError`)."""
     target = Path(target)
     parent = target.parent if str(target.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise MediaError(f"output: {parent} is a file (expected an existing directory)")
     if not parent.is_dir():
         raise MediaError(f"output: directory {parent} does not exist (expected an existing dir)")
     if not os.access(parent, os.W_OK | os.X_OK):

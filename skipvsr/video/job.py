@@ -132,7 +132,7 @@ class Resumable:
                 f"count or first MiB differ from {self.folder / JOB_FILE}); "
                 "expected the same input, or --overwrite to start over"
             )
-        old, new = saved.get("settings", {}), now["settings"]
+        old, new = _flat(saved.get("settings", {})), _flat(now["settings"])
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key):
                 raise MediaError(
@@ -174,6 +174,17 @@ class Resumable:
         a chunk leaves nothing behind either, and any other keeps its segments."""
         if exc_type is None or not self.finished():
             _remove(self.folder)
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """``{"route": {"seed": 0}}`` -> ``{"route.seed": 0}``, so a refusal names the leaf."""
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _write_atomic(path: Path, text: str) -> None:
