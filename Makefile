@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := .cache/installed
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint bench ray
 
 $(STAMP): pyproject.toml
 	$(PIP) install -q "torch==2.13.0"
@@ -21,6 +21,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	ruff format --check skipvsr tests benchmarks scripts
 	ruff check skipvsr tests benchmarks scripts
+
+# Ray for `skipvsr upscale --ray` (optional; the plain path never imports it).
+ray: $(STAMP)
+	$(PIP) install -q -e ".[ray]"
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/bench.py --json out/bench.json

@@ -170,9 +170,15 @@ class Resumable:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        """Once the output is complete the progress goes; a job that failed before finishing
-        a chunk leaves nothing behind either, and any other keeps its segments."""
-        if exc_type is None or not self.finished():
+        """Once the output is complete the progress goes; see :meth:`abandon` for failures."""
+        if exc_type is None:
+            _remove(self.folder)
+        else:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """The job failed: it keeps its segments, or leaves nothing if it finished none."""
+        if not self.finished():
             _remove(self.folder)
 
 

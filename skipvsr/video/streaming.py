@@ -321,10 +321,8 @@ def upscale_media(
     done: list = []
     with contextlib.ExitStack() as stack:
         if job is not None:
-            streaming = {"chunk": chunk, "overlap": overlap, "max_frames": max_frames,
-                         "start": start, "fps": None if fps is None else str(fps),
-                         "codec": encode.codec, "crf": encode.crf, "scale": scale}  # fmt: skip
-            done = job.begin(input, streaming, overwrite)
+            settings = stream_settings(chunk, overlap, max_frames, start, fps, encode, scale)
+            done = job.begin(input, settings, overwrite)
             stack.enter_context(job)  # first in, so it ends after the sink has finished
         stack.enter_context(sigterm_as_interrupt())
         source = stack.enter_context(
@@ -391,6 +389,67 @@ def upscale_media(
         chunks=chunks,
         messages=list(sink.messages),
     )
+
+
+def stream_settings(
+    chunk: int,
+    overlap: int,
+    max_frames: int | None,
+    start: float,
+    fps: float | None,
+    encode: EncodeOptions,
+    scale: float,
+) -> dict:
+    """The streaming arguments a resumed job must share, JSON-ready (see :class:`Resumable`)."""
+    return {"chunk": chunk, "overlap": overlap, "max_frames": max_frames, "start": start,
+            "fps": None if fps is None else str(fps), "codec": encode.codec, "crf": encode.crf,
+            "scale": scale}  # fmt: skip
+
+
+def render_chunks(
+    input: str | os.PathLike,
+    upscale_fn: UpscaleFn,
+    first: int,
+    last: int | None,
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    overlap: int = DEFAULT_OVERLAP,
+    max_frames: int | None = None,
+    start: float = 0.0,
+    fps: float | None = None,
+    scale: float = 4,
+) -> Iterator[tuple[int, np.ndarray, list, Any]]:
+    """The chunks ``first <= index < last`` (``last=None``: to the end) of the chunking that
+    :func:`upscale_media` applies with the same arguments, as ``(index, images, stamps, stats)``
+    with ``images`` ``(n, sH, sW, 3) uint8`` and ``stamps`` ``[(pts, time_base)]``.
+
+    Every chunk sees the same window (warm-up frames included) as in :func:`upscale_media`, so
+    a range computed elsewhere (a Ray task) is the same as the single-process one. Frames before
+    the range are decoded, not upscaled.
+    """
+    with FrameSource(input, start_seconds=start, max_frames=max_frames, fps=fps) as source:
+        _check_size(source.width, source.height)
+        for index, (window, a, b) in enumerate(iter_chunks(source, chunk, overlap)):
+            if last is not None and index >= last:
+                return
+            if index >= first:
+                images, stats = upscale_window(upscale_fn, window, a, b, scale)
+                yield index, images, [(w[1], w[2]) for w in window[a:b]], stats
+
+
+def expected_chunks(
+    input: str | os.PathLike,
+    chunk: int,
+    *,
+    max_frames: int | None = None,
+    start: float = 0.0,
+    fps: float | None = None,
+) -> int | None:
+    """How many chunks :func:`upscale_media` will likely run on ``input`` (from the container's
+    frame count; ``None`` when unknown)."""
+    with FrameSource(input, start_seconds=start, max_frames=max_frames, fps=fps) as source:
+        frames = _expected_frames(source)
+    return None if frames is None else -(-frames // chunk)
 
 
 def _expected_frames(source: FrameSource) -> int | None:
