@@ -30,6 +30,7 @@ from skipvsr.cli.args import default_model
 from skipvsr.cli.main import main
 from skipvsr.weights import resolve
 from tests.conftest import tiny_model
+from tests.test_jobs import stopped_after_two_chunks
 from tests.test_video_io import frame_image, make_clip, write_rgb48_png
 
 
@@ -98,17 +99,7 @@ def full_disk(tmp: Path, clip: Path) -> list[str]:
 def interrupted_job(tmp: Path, clip: Path) -> Path:
     """An output whose job was stopped after two chunks (progress kept beside it)."""
     out = tmp / "out.mp4"
-    real, calls = Upscaler.upscale, []
-
-    def stop_third(self, lr, *args, **kw):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(self, lr, *args, **kw)
-
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(Upscaler, "upscale", stop_third)
-        assert main(up(clip, "-o", out, "--chunk", "1", "--chunk-overlap", "0")) == 130
+    stopped_after_two_chunks(up(clip, "-o", out, "--chunk", "1", "--chunk-overlap", "0"))
     return out
 
 

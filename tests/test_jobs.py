@@ -91,6 +91,21 @@ def content(path: Path) -> dict:
     return {"frames": frames, "other": other}
 
 
+def stopped_after_two_chunks(argv: list[str]) -> None:
+    """Run the command in this process with Ctrl-C as its third chunk starts."""
+    real, calls = Upscaler.upscale, []
+
+    def third_interrupts(self, lr, *args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, lr, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Upscaler, "upscale", third_interrupts)
+        assert main(argv) == 130
+
+
 @pytest.fixture
 def tiny_load(monkeypatch):
     """The command in this process with the tiny model, on one thread like :func:`cli`."""
@@ -122,18 +137,7 @@ def test_sigkill_at_three_random_points_then_resume_is_identical(tmp_path, tiny_
 def test_resume_refuses_other_settings_and_another_input(tmp_path, tiny_load, capsys):
     clip = make_clip(tmp_path / "in.mp4", n=16, w=32, h=24)
     out = tmp_path / "out.mp4"
-    real = Upscaler.upscale
-    calls = []
-
-    def interrupted(self, lr, *args, **kw):  # Ctrl-C in the third chunk
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(self, lr, *args, **kw)
-
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(Upscaler, "upscale", interrupted)
-        assert main(["upscale", str(clip), "-o", str(out), *CHUNKING]) == 130
+    stopped_after_two_chunks(["upscale", str(clip), "-o", str(out), *CHUNKING])
     kept = sorted(p.name for p in job_folder(out).iterdir())
     assert kept == ["chunk_000000.npz", "chunk_000001.npz", "job.json"]
     capsys.readouterr()

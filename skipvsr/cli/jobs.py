@@ -19,11 +19,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import torch
 
 from skipvsr.api import Upscaler, UpscaleStats
-from skipvsr.cli.args import UsageError, default_model
+from skipvsr.cli.args import FAILURES, UsageError, default_model
 from skipvsr.frames import MediaError, list_frames, natural_key
 from skipvsr.routing import Route
 from skipvsr.video.io import VIDEO_SUFFIXES, FrameSource
@@ -38,9 +37,6 @@ from skipvsr.video.streaming import (
 
 TILE_OVERLAP = 16  # LR pixels shared by neighbouring --tile tiles
 GLOB_CHARS = "*?["
-# What a bad input may raise inside one job of a batch (the others go on); av's errors that
-# are not OSError or ValueError come from a damaged file or a refusing muxer.
-JOB_ERRORS = (ValueError, OSError, RuntimeError, av.error.FFmpegError)
 
 
 def model_fn(model: Upscaler, args: argparse.Namespace, route: Route):
@@ -274,7 +270,7 @@ def run_batch(pairs, model: Upscaler, route: Route, args, settings: dict) -> lis
             continue
         try:
             summary = upscale_one(src, dst, model, route, args, settings)
-        except JOB_ERRORS as e:
+        except FAILURES as e:
             print(f"skipvsr: {src}: error: {one_line(e)}", file=sys.stderr, flush=True)
             outcomes.append(Outcome(str(src), str(dst), "failed", message=one_line(e)))
             continue

@@ -23,9 +23,8 @@ from pathlib import Path
 import torch
 
 from skipvsr.api import Upscaler, UpscaleStats
-from skipvsr.cli.args import UsageError
+from skipvsr.cli.args import FAILURES, UsageError
 from skipvsr.cli.jobs import (
-    JOB_ERRORS,
     Outcome,
     check_memory,
     chunk_args,
@@ -113,7 +112,7 @@ def run_on_ray(pairs, model: Upscaler, route: Route, args, settings: dict) -> li
             continue
         try:
             jobs[k] = begin(src, dst, model, args, settings)
-        except JOB_ERRORS as e:
+        except FAILURES as e:
             outcomes[k] = Outcome(str(src), str(dst), "failed", message=one_line(e))
     # As many tasks as CPUs: few videos are cut into chunk ranges, many run whole.
     pieces = -(-int(ray.cluster_resources().get("CPU", 1)) // max(len(jobs), 1))
@@ -140,7 +139,7 @@ def run_on_ray(pairs, model: Upscaler, route: Route, args, settings: dict) -> li
         src, dst = pairs[k]
         try:
             summary = upscale_one(src, dst, model, route, resume, settings)
-        except JOB_ERRORS as e:
+        except FAILURES as e:
             outcomes[k] = Outcome(str(src), str(dst), "failed", message=one_line(e))
             continue
         stats: UpscaleStats = merged_stats(summary)
