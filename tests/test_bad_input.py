@@ -28,6 +28,7 @@ from skipvsr.api import Upscaler
 from skipvsr.api import load as real_load
 from skipvsr.cli.args import default_model
 from skipvsr.cli.main import main
+from skipvsr.video.job import job_folder
 from skipvsr.weights import resolve
 from tests.conftest import tiny_model
 from tests.test_jobs import stopped_after_two_chunks
@@ -112,6 +113,12 @@ def resume_other_input(tmp: Path, clip: Path) -> list[str]:
 def resume_other_settings(tmp: Path, clip: Path) -> list[str]:
     out = interrupted_job(tmp, clip)
     return up(clip, "-o", out, "--chunk", "1", "--chunk-overlap", "0", "--resume", "--seed", "3")
+
+
+def resume_damaged_segment(tmp: Path, clip: Path) -> list[str]:
+    out = interrupted_job(tmp, clip)
+    (job_folder(out) / "chunk_000000.npz").write_bytes(b"PK\x03\x04 torn")
+    return up(clip, "-o", out, "--chunk", "1", "--chunk-overlap", "0", "--resume")
 
 
 def truncated_model(tmp: Path, clip: Path) -> list[str]:
@@ -258,6 +265,7 @@ CASES = {
     "CUDA without a GPU": Case(lambda t, c: up(c, "-o", t / "o.mp4", "--model", M, "--device",
                                                "cuda"), 1, "no CUDA device"),
     "--resume against another input": Case(resume_other_input, 1, "not the one this job"),
+    "--resume with a damaged segment": Case(resume_damaged_segment, 1, "is damaged"),
     "--resume with other settings": Case(resume_other_settings, 1, "--resume: route.seed is 3"),
     # training configs
     "config with a wrong type": Case(lambda t, c: config(t, "steps: ten\n"), 1, "expected int"),

@@ -2,7 +2,10 @@
 when a worker is killed in the middle of a job (Ray runs its task again).
 
 Skipped without Ray (``pip install 'skipvsr[ray]'``). The model is the tiny random BasicVSR,
-slowed a little per chunk so that a kill lands while tasks run.
+slowed a little per chunk so that a kill lands while tasks run. The single-process reference
+runs in a fresh process, like the workers: run inside the long-lived test process after the
+whole suite, one output pixel once differed from the workers' by 1 (same thread count; the cause
+was not pinned down).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from skipvsr.api import Upscaler
 from skipvsr.cli.main import main
 from skipvsr.cli.ray_jobs import ranges
 from tests.conftest import REPO, tiny_model
-from tests.test_jobs import content
+from tests.test_jobs import cli, content, finish
 from tests.test_video_io import make_clip
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'skipvsr[ray]'")
@@ -78,7 +81,8 @@ def test_ray_output_equals_single_process(tmp_path, local_ray, slow_model):
     make_clip(videos / "long.mkv", n=14, w=16, h=16, subtitles=True)
     make_clip(videos / "short.mp4", n=3, w=16, h=16)
     one, many = tmp_path / "one", tmp_path / "many"
-    assert main(["upscale", str(videos), "-o", str(one), *CHUNKING]) == 0
+    code, err = finish(cli(str(videos), "-o", str(one), *CHUNKING))
+    assert code == 0, err
     assert main(["upscale", str(videos), "-o", str(many), "--ray", *CHUNKING]) == 0
     for name in ("long.mkv", "short.mp4"):
         assert content(many / name) == content(one / name), name
@@ -88,7 +92,8 @@ def test_ray_output_equals_single_process(tmp_path, local_ray, slow_model):
 def test_a_killed_worker_is_retried_and_the_output_is_the_same(tmp_path, local_ray, slow_model):
     clip = make_clip(tmp_path / "in.mp4", n=16, w=16, h=16)
     ref, out = tmp_path / "ref.mp4", tmp_path / "out.mp4"
-    assert main(["upscale", str(clip), "-o", str(ref), *CHUNKING]) == 0
+    code, err = finish(cli(str(clip), "-o", str(ref), *CHUNKING))
+    assert code == 0, err
     pids = tmp_path / "pids"
     pids.mkdir()
     slow_model.delay, slow_model.pids = 0.3, str(pids)

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -157,10 +158,16 @@ class Resumable:
 
     def load(self, path: Path) -> tuple[np.ndarray, list, Any]:
         """``(images, stamps, stats)`` of a segment written by :meth:`save`."""
-        with np.load(path) as z:
-            stamps = [(int(p), Fraction(int(n), int(d))) for p, (n, d) in
-                      zip(z["pts"], z["time_base"], strict=True)]  # fmt: skip
-            return z["images"], stamps, self.stats_from_json(json.loads(str(z["stats"])))
+        try:
+            with np.load(path) as z:
+                stamps = [(int(p), Fraction(int(n), int(d))) for p, (n, d) in
+                          zip(z["pts"], z["time_base"], strict=True)]  # fmt: skip
+                stats = json.loads(str(z["stats"]))
+                return z["images"], stamps, self.stats_from_json(stats)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise MediaError(
+                f"--resume: segment {path} is damaged ({e}); expected --overwrite to start over"
+            ) from None
 
     def partial(self, suffix: str) -> Path:
         """Where the output is encoded until it is complete."""
