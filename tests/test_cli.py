@@ -97,3 +97,25 @@ def test_upscale_frame_folder_end_to_end(tmp_path):
         assert s[key] > 0 and key in s["chunks"][0]
     r = run_cli("upscale", str(src), "-o", str(out), "--model", "basicvsr-vimeo-bi", "--quiet")
     assert r.returncode == 1 and "exists" in r.stderr  # never replaced without --overwrite
+
+
+def test_side_by_side_needs_a_routing_video(tmp_path, capsys):
+    assert main(["upscale", str(tmp_path), "-o", str(tmp_path / "o"), "--side-by-side"]) == 2
+    assert "--side-by-side draws the --routing-video" in capsys.readouterr().err
+
+
+def test_upscale_writes_a_routing_map_video(tmp_path):
+    from skipvsr.video.overlay import MapView
+    from tests.test_video_io import make_clip, probe, video_times
+
+    clip = make_clip(tmp_path / "in.mp4", n=3, w=16, h=12)
+    out, side = tmp_path / "out.mp4", tmp_path / "map.mp4"
+    args = ["upscale", str(clip), "-o", str(out), "--model", "skipvsr-vimeo-bi", "--quiet"]
+    r = run_cli(*args, "--budget", "0.63", "--routing-video", str(side), "--side-by-side")
+    assert r.returncode == 0, r.stderr
+    main, drawn = probe(out), probe(side)
+    assert drawn.frames == main.frames == 3 and video_times(side) == video_times(out)
+    assert (drawn.width, drawn.height) == MapView(side_by_side=True).size(64, 48)
+    r = run_cli(*args, "--routing-video", str(out), "--overwrite")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert "is written twice" in r.stderr and "Traceback" not in r.stderr

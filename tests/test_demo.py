@@ -23,6 +23,15 @@ def test_shipped_model_is_registered_small_and_loads_as_float32():
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
+def test_shipped_model_at_full_cost_is_the_official_model_bit_for_bit():
+    import skipvsr
+
+    lr = moving_clip(t=3, h=16, w=20)
+    shipped, _ = skipvsr.load("skipvsr-vimeo-bi").upscale(lr, skipvsr.Route(threshold=0.0))
+    official, _ = skipvsr.load("basicvsr-vimeo-bi").upscale(lr)
+    assert torch.equal(shipped, official)
+
+
 def test_shipped_model_reaches_a_budget():
     import skipvsr
 

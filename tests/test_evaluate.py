@@ -267,3 +267,66 @@ def test_degrade_command_errors(tmp_path):
     assert cli.main(["degrade", "--bd", "gauss", str(tmp_path), "-o", str(tmp_path / "x")]) == 2
     with pytest.raises(SystemExit):
         cli.main(["degrade", str(tmp_path), "-o", str(tmp_path / "x")])  # --bi or --bd needed
+
+
+def synthetic_result(model: str, settings: dict[str, tuple[str, float | None, float]]) -> dict:
+    """An ``evaluate`` object with only what the plots read: label -> (policy, MACs, PSNR Y)."""
+    return {
+        "config": {"model": model, "dataset": "vid4"},
+        "settings": {
+            label: {"policy": policy, "mean": {"mac_fraction": macs, "psnr_y": psnr}}
+            for label, (policy, macs, psnr) in settings.items()
+        },
+    }
+
+
+def test_psnr_mac_compare_of_several_runs(tmp_path):
+    from skipvsr.eval.plots import psnr_mac_compare, trade_off
+
+    teacher = synthetic_result(
+        "basicvsr-vimeo-bi",
+        {
+            "full": ("learned", 1.0, 27.2),
+            "uniform b=0.63": ("uniform", 0.63, 20.7),
+            "uniform b=0.8": ("uniform", 0.8, 23.1),
+        },
+    )
+    frozen = synthetic_result("basicvsr-vimeo-bi", {"random b=0.8": ("random", 0.8, 25.2)})
+    shipped = synthetic_result(
+        "skipvsr-vimeo-bi",
+        {"learned b=1": ("learned", 1.0, 26.9), "learned b=0.63": ("learned", 0.631, 25.8)},
+    )
+    bicubic = synthetic_result("bicubic", {"bicubic": ("bicubic", None, 23.8)})
+    points = trade_off([teacher, frozen, shipped, bicubic])
+    assert points.curves == {
+        "basicvsr-vimeo-bi, uniform (frozen)": [(0.63, 20.7), (0.8, 23.1), (1.0, 27.2)],
+        "basicvsr-vimeo-bi, random (frozen)": [(0.8, 25.2), (1.0, 27.2)],
+        "skipvsr-vimeo-bi, learned": [(0.631, 25.8), (1.0, 26.9)],
+    }
+    assert points.teachers == {"basicvsr-vimeo-bi, full (teacher)": (1.0, 27.2)}
+    assert points.flat == {"bicubic": 23.8}
+    path = psnr_mac_compare([teacher, frozen, shipped, bicubic], tmp_path / "curve.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the README's command: scripts/readme_figures.py curve RESULTS.json ... -o FIGURE.png
+    import importlib.util
+    import json
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("figures", REPO / "scripts/readme_figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    files = []
+    for i, result in enumerate((teacher, shipped)):
+        files.append(tmp_path / f"r{i}.json")
+        files[-1].write_text(json.dumps(result))
+    assert figures.main(["curve", *map(str, files), "-o", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_crops_figure(tmp_path):
+    from skipvsr.eval.plots import crops
+
+    image = np.zeros((24, 32, 3), np.uint8)
+    path = crops([("bicubic", image), ("output", image + 100)], tmp_path / "crops.png", "t")
+    assert path.stat().st_size > 0

@@ -47,7 +47,7 @@ up.load = lambda *args, **kw: Slow(tiny_model(num_block=2))
 sys.exit(main(sys.argv[1:]))
 """
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-CHUNKING = ["--chunk", "2", "--chunk-overlap", "1", "--quiet"]
+CHUNKING = ["--chunk", "2", "--chunk-overlap", "1", "--quiet", "--full"]
 
 
 def cli(*args: str, delay: float = 0.0) -> subprocess.Popen:
@@ -178,7 +178,7 @@ def test_batch_goes_on_past_a_bad_input_and_reruns_skip_the_done(tmp_path, tiny_
     listing = tmp_path / "list.txt"
     listing.write_text(f"# frames\n{frames}\n")
     out = tmp_path / "out"
-    assert main(["upscale", str(videos), f"@{listing}", "-o", str(out), "--quiet"]) == 1
+    assert main(["upscale", str(videos), f"@{listing}", "-o", str(out), "--quiet", "--full"]) == 1
     captured = capsys.readouterr()
     rows = captured.out.strip().splitlines()
     assert rows[0].split() == ["input", "frames", "seconds", "MAC", "fraction", "status"]
@@ -191,7 +191,10 @@ def test_batch_goes_on_past_a_bad_input_and_reruns_skip_the_done(tmp_path, tiny_
     assert manifest[0]["frames"] == 3 and manifest[0]["mac_fraction"] == 1.0
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mkv", "frames", "manifest.json"]
     (videos / "broken.mp4").unlink()
-    assert main(["upscale", str(videos / "*.m*"), str(frames), "-o", str(out), "--quiet"]) == 0
+    assert (
+        main(["upscale", str(videos / "*.m*"), str(frames), "-o", str(out), "--quiet", "--full"])
+        == 0
+    )
     statuses = [m["status"] for m in json.loads((out / "manifest.json").read_text())]
     assert statuses == ["skipped", "skipped", "skipped"]
 

@@ -28,7 +28,7 @@ from tests.test_video_io import make_clip
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'skipvsr[ray]'")
 
-CHUNKING = ["--chunk", "2", "--chunk-overlap", "1", "--quiet"]
+CHUNKING = ["--chunk", "2", "--chunk-overlap", "1", "--quiet", "--full"]
 
 
 class Slow(Upscaler):

@@ -17,8 +17,9 @@ from PIL import Image
 
 from skipvsr.frames import MediaError, to_tensor
 from skipvsr.video.io import FrameSource
-from skipvsr.video.streaming import bilinear_upscale, iter_chunks, upscale_media
-from tests.test_video_io import frame_image, make_clip, packets, probe
+from skipvsr.video.overlay import MapView, block_colors
+from skipvsr.video.streaming import MapVideo, bilinear_upscale, iter_chunks, upscale_media
+from tests.test_video_io import frame_image, make_clip, packets, probe, video_times
 
 
 def read_all(path: Path) -> np.ndarray:
@@ -184,4 +185,93 @@ def test_killed_job_leaves_no_partial_output(tmp_path, sig):
     os.kill(proc.pid, sig)
     proc.wait(timeout=30)
     assert proc.returncode != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
+def routed_upscale(lr):
+    """Bilinear x4 whose "stats" are routing maps ``(T, 1, 2)``: frame ``i`` of
+    :func:`frame_image` (blue level ``40 + i``) ran 0 blocks on its left patch and 60 on its
+    right when ``i`` is even, the other way round when odd."""
+    index = (lr[:, 2, 0, 0] * 255).round().long() - 40
+    left = np.where(index.numpy() % 2 == 0, 0, 60)
+    return bilinear_upscale(lr)[0], np.stack([left, 60 - left], -1)[:, None, :]
+
+
+def test_routing_map_video_matches_the_output_frame_for_frame(tmp_path):
+    stamps = [0, 100, 150, 400, 450, 500, 800, 1000, 1040]  # ms: variable frame rate
+    clip = make_clip(tmp_path / "v.mkv", n=len(stamps), pts=stamps, audio=None)
+    out, side = tmp_path / "out.mp4", tmp_path / "side.mp4"
+    summary = upscale_media(
+        clip, out, routed_upscale, chunk=4, overlap=1, progress=False,
+        maps=(MapVideo(side, MapView(side_by_side=True)),), map_fn=lambda maps: maps,
+    )  # fmt: skip
+    assert summary.frames == len(stamps)
+    main, drawn = probe(out), probe(side)
+    assert drawn.frames == main.frames == len(stamps)
+    assert video_times(side) == video_times(out)
+    assert drawn.width == MapView(side_by_side=True).size(main.width, main.height)[0]
+
+
+def test_routing_map_colours_follow_each_frames_map(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(7):
+        Image.fromarray(frame_image(i, 16, 12)).save(folder / f"{i}.png")
+    maps = tmp_path / "maps"
+    upscale_media(
+        folder, tmp_path / "out", routed_upscale, chunk=3, overlap=1, progress=False,
+        maps=(MapVideo(maps, MapView(alpha=1.0)),), map_fn=lambda m: m,
+    )  # fmt: skip
+    low, high = block_colors(np.array([0, 60]))
+    drawn = read_all(maps)
+    assert len(drawn) == 7
+    for i, frame in enumerate(drawn):
+        left, right = (low, high) if i % 2 == 0 else (high, low)
+        assert (frame[:, :32] == left).all() and (frame[:, 32:64] == right).all(), i
+
+
+def test_routing_map_video_is_drawn_chunk_by_chunk(tmp_path):
+    """Bounded memory by construction: each chunk's maps are asked for once, for that chunk's
+    window only, and its frames are written before later chunks are computed."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(frame_image(i, 16, 12)).save(folder / f"{i}.png")
+    windows, written = [], []
+
+    def upscale(lr):
+        if len(windows) == 2:  # third chunk: the first one's 3 maps reach the disk meanwhile
+            deadline = time.time() + 10
+            while len(files()) < 3 and time.time() < deadline:
+                time.sleep(0.02)
+            written.append(len(files()))
+        return routed_upscale(lr)
+
+    def files():
+        return [f for d in tmp_path.glob(".maps.skipvsr-tmp-*") for f in d.iterdir()]
+
+    def map_fn(maps):
+        windows.append(len(maps))
+        return maps
+
+    upscale_media(
+        folder, tmp_path / "out", upscale, chunk=3, overlap=1, progress=False,
+        maps=(MapVideo(tmp_path / "maps"),), map_fn=map_fn,
+    )  # fmt: skip
+    assert windows == [4, 5, 5, 4] and max(windows) <= 3 + 2 * 1
+    assert written[0] >= 3
+    assert len(list((tmp_path / "maps").iterdir())) == 12
+
+
+def test_routing_map_outputs_are_checked_first(tmp_path):
+    clip = make_clip(tmp_path / "a.mp4", n=3)
+    with pytest.raises(MediaError, match="maps: .* is written twice"):
+        upscale_media(clip, tmp_path / "o.mp4", routed_upscale, progress=False,
+                      maps=(MapVideo(tmp_path / "o.mp4"),), map_fn=lambda m: m)  # fmt: skip
+    with pytest.raises(MediaError, match="map_fn: None"):
+        upscale_media(clip, tmp_path / "o.mp4", routed_upscale, progress=False,
+                      maps=(MapVideo(tmp_path / "m.mp4"),))  # fmt: skip
+    with pytest.raises(MediaError, match=r"map_fn: returned routing maps of shape \(1, 2\)"):
+        upscale_media(clip, tmp_path / "o.mp4", routed_upscale, progress=False,
+                      maps=(MapVideo(tmp_path / "m.mp4"),), map_fn=lambda m: m[0])  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]

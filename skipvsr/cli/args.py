@@ -7,7 +7,7 @@ import argparse
 import av
 
 from skipvsr.cost import block_fraction_for_budget
-from skipvsr.routing import POLICIES
+from skipvsr.routing import POLICIES, SKIP_OUTPUTS
 from skipvsr.weights import DEFAULT_MODEL, REGISTRY, CheckpointError, resolve
 
 
@@ -92,3 +92,21 @@ def default_model() -> str:
             except CheckpointError:
                 continue
     return DEFAULT_MODEL
+
+
+def add_skip_args(p: argparse.ArgumentParser) -> None:
+    """``--skip`` and ``--refresh``: what a skipped block gives, and full-cost refresh frames."""
+    p.add_argument(
+        "--skip",
+        choices=SKIP_OUTPUTS,
+        default=None,
+        help="what a skipped block gives: reuse = its last update warped by the flow, identity ="
+        " nothing (the paper's skip); default: the one the model was trained with (reuse for"
+        " models without a record)",
+    )
+    p.add_argument(
+        "--refresh",
+        type=positive_int("refresh", 0),
+        default=0,
+        help="run every N-th frame fully, counted in the budget (0 = never, default)",
+    )

@@ -68,6 +68,21 @@ def shrink_video(source: Path, path: Path, factor: int, frames: int) -> None:
     )
 
 
+def demo_inputs(work: Path, shrink: int, frames: int) -> tuple[Path, Path]:
+    """The first ``frames`` frames of the demo clip shrunk by ``shrink`` (4 or 8) into
+    ``work``, and the true picture at 4x that size to score against (the original for 4,
+    the original shrunk by 2 for 8): ``(lr_path, reference_path)``, both lossless H.264."""
+    source = clip_path()
+    lw, lh = 1280 // shrink, 720 // shrink
+    lr_path = work / f"demo_lr_{lw}x{lh}.mp4"
+    shrink_video(source, lr_path, shrink, frames)
+    if shrink == 4:
+        return lr_path, source
+    ref_path = work / f"demo_reference_{4 * lw}x{4 * lh}.mp4"
+    shrink_video(source, ref_path, shrink // 4, frames)
+    return lr_path, ref_path
+
+
 def psnr_against(sr_path: Path, hr_path: Path) -> float:
     """Mean RGB PSNR (8-bit) of two videos of one size, frame by frame."""
     values = []
@@ -111,20 +126,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--model {name}: {e}") from None
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    source = clip_path()
-    work = out.parent
     lw, lh = 1280 // args.shrink, 720 // args.shrink
-    lr_path = work / f"demo_lr_{lw}x{lh}.mp4"
     limit_heap_growth()
-    print(
-        f"demo: {source.name}, first {args.frames} frames, shrunk x{args.shrink} to "
-        f"{lw}x{lh} -> {lr_path}"
-    )
-    shrink_video(source, lr_path, args.shrink, args.frames)
-    ref_path = source
-    if args.shrink == 8:
-        ref_path = work / "demo_reference_640x360.mp4"
-        shrink_video(source, ref_path, 2, args.frames)
+    print(f"demo: {DEMO_CLIP}, first {args.frames} frames, shrunk x{args.shrink} to {lw}x{lh}")
+    lr_path, ref_path = demo_inputs(out.parent, args.shrink, args.frames)
     shown = "(full network)" if route is None else {"budget": args.budget, "policy": args.policy}
     print(f"demo: upscaling x4 with {name} {shown} -> {out}")
     upscale_fn = functools.partial(model.upscale, route=route)

@@ -8,11 +8,20 @@ from pathlib import Path
 
 import torch
 
-from skipvsr.cli.args import UsageError, default_model, floats, policies, positive_int
+from skipvsr.api import PRECISIONS
+from skipvsr.cli.args import (
+    UsageError,
+    add_skip_args,
+    default_model,
+    floats,
+    policies,
+    positive_int,
+)
 from skipvsr.degradation import DEGRADATIONS
 from skipvsr.eval.datasets import FolderPairs, open_dataset
 from skipvsr.eval.evaluate import BICUBIC, DATASETS, Runner, Setting, evaluate, make_settings
 from skipvsr.eval.report import write_outputs
+from skipvsr.weights import registered_skip
 
 
 def add_parser(sub) -> None:
@@ -55,7 +64,13 @@ def add_parser(sub) -> None:
     p.add_argument("--stride", type=positive_int("stride"), default=46)
     p.add_argument("--cell", type=positive_int("cell", 4), default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    add_skip_args(p)
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default): bf16 only where the CPU has it and it meets the quality bar",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--threads",
@@ -83,7 +98,14 @@ def settings_from_args(args: argparse.Namespace, model: str) -> list[Setting]:
         return [Setting(None)]
     try:
         return make_settings(
-            args.policy, args.thresholds, args.budgets, args.mode, args.cell, args.seed
+            args.policy,
+            args.thresholds,
+            args.budgets,
+            args.mode,
+            args.cell,
+            args.seed,
+            args.skip or registered_skip(model),
+            args.refresh,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None

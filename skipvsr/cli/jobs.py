@@ -19,18 +19,22 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from skipvsr.api import Upscaler, UpscaleStats
+from skipvsr.backbone import BasicVSR
 from skipvsr.cli.args import FAILURES, UsageError, default_model
 from skipvsr.frames import MediaError, list_frames, natural_key
 from skipvsr.routing import Route
 from skipvsr.video.io import VIDEO_SUFFIXES, FrameSource
 from skipvsr.video.job import Resumable, job_folder
+from skipvsr.video.overlay import MapView
 from skipvsr.video.streaming import (
     DEFAULT_CHUNK,
     DEFAULT_OVERLAP,
     EncodeOptions,
+    MapVideo,
     StreamSummary,
     upscale_media,
 )
@@ -51,6 +55,37 @@ def model_fn(model: Upscaler, args: argparse.Namespace, route: Route):
         return functools.partial(model.upscale, route=route, mode="patch", patch=args.tile,
                                  stride=stride, tube_flow=False)  # fmt: skip
     return functools.partial(model.upscale, route=route)
+
+
+def map_view(model: Upscaler, cell: int | None, side_by_side: bool = False) -> MapView:
+    """How this model's routing maps are drawn: colours up to every block of both branches,
+    patches of ``cell`` LR pixels (whole frames) or stretched over the frame (``None``: tubes
+    and tiles)."""
+    return MapView(
+        side_by_side=side_by_side,
+        cell=None if cell is None else BasicVSR.scale * cell,
+        max_blocks=2 * model.model.num_block,
+    )
+
+
+def routing_maps(stats: UpscaleStats, max_blocks: int) -> np.ndarray:
+    """``(T, nH, nW)`` int blocks run per patch of one call, both branches summed: the stats'
+    map, or, when nothing was routed, ``max_blocks`` on one patch per frame."""
+    if stats.routing_map is not None:
+        return stats.routing_map.cpu().numpy()
+    return np.full((stats.frames, 1, 1), max_blocks, dtype=np.int32)
+
+
+def map_fn(model: Upscaler):
+    """``map_fn`` for :func:`upscale_media`: a chunk's :class:`UpscaleStats` -> its maps."""
+    return functools.partial(routing_maps, max_blocks=2 * model.model.num_block)
+
+
+def stats_record(stats: UpscaleStats) -> dict:
+    """A chunk's stats as a job keeps them: :meth:`UpscaleStats.as_dict` plus the routing map
+    (so that a resumed job can draw its routing video)."""
+    routing = None if stats.routing_map is None else stats.routing_map.tolist()
+    return {**stats.as_dict(), "routing_map": routing}
 
 
 def merged_stats(summary: StreamSummary) -> UpscaleStats:
@@ -240,13 +275,15 @@ def make_job(dst: Path, settings: dict, args: argparse.Namespace) -> Resumable:
         job_folder(dst),
         settings=settings,
         resume=args.resume,
-        stats_to_json=UpscaleStats.as_dict,
+        stats_to_json=stats_record,
         stats_from_json=UpscaleStats.from_dict,
     )
 
 
-def upscale_one(src: Path, dst: Path, model: Upscaler, route: Route, args, settings: dict):
-    """Upscale ``src`` into ``dst`` as a resumable job; returns the :class:`StreamSummary`."""
+def upscale_one(src: Path, dst: Path, model: Upscaler, route: Route, args, settings: dict,
+                maps: tuple[MapVideo, ...] = ()) -> StreamSummary:  # fmt: skip
+    """Upscale ``src`` into ``dst`` as a resumable job (with the routing videos ``maps``);
+    returns the :class:`StreamSummary`."""
     check_memory(src, model, args)
     return upscale_media(
         src,
@@ -257,6 +294,8 @@ def upscale_one(src: Path, dst: Path, model: Upscaler, route: Route, args, setti
         overwrite=args.overwrite,
         progress=not args.quiet,
         job=make_job(dst, settings, args),
+        maps=maps,
+        map_fn=map_fn(model),
     )
 
 

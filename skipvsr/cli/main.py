@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from skipvsr.cli import degrade, demo, info, macs, upscale, weights
+from skipvsr.cli import app, degrade, demo, info, macs, upscale, weights
 from skipvsr.cli import eval as eval_command
 from skipvsr.cli import train as train_command
 from skipvsr.cli.args import FAILURES, UsageError
@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="skipvsr", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
-    for command in (upscale, info, weights, macs, eval_command, degrade, train_command, demo):
+    commands = (upscale, info, weights, macs, eval_command, degrade, train_command, demo, app)
+    for command in commands:
         command.add_parser(sub)
     return p
 

@@ -11,11 +11,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from skipvsr.api import load
+from skipvsr.api import PRECISIONS, load
 from skipvsr.cli import jobs, ray_jobs
-from skipvsr.cli.args import UsageError, budget, default_model, fraction, positive_int
+from skipvsr.cli.args import (
+    UsageError,
+    add_skip_args,
+    budget,
+    default_model,
+    fraction,
+    positive_int,
+)
 from skipvsr.routing import POLICIES, Route
-from skipvsr.video.streaming import limit_heap_growth
+from skipvsr.video.streaming import MapVideo, limit_heap_growth
+from skipvsr.weights import recommended_budget, registered_skip
 
 
 def add_routing_args(p: argparse.ArgumentParser) -> None:
@@ -30,12 +38,19 @@ def add_routing_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--threshold",
         type=fraction("threshold", high_open=True),
-        default=0.0,
+        default=None,
         help="learned policy: a block runs on a patch iff its redundancy score "
-        "S <= 1 - threshold; 0 = full network (default)",
+        "S <= 1 - threshold; 0 = full network",
     )
     g.add_argument(
-        "--budget", type=budget, default=None, help="target MAC fraction (without SpyNet), e.g. 0.6"
+        "--budget",
+        type=budget,
+        default=None,
+        help="target MAC fraction (without SpyNet), e.g. 0.6 (default: the model's recommended "
+        "budget, see `skipvsr weights`; the full network for models without one)",
+    )
+    g.add_argument(
+        "--full", action="store_true", help="run every block: the full network (= --budget 1)"
     )
     p.add_argument("--policy", choices=POLICIES, default="learned")
     m = p.add_mutually_exclusive_group()
@@ -61,9 +76,15 @@ def add_routing_args(p: argparse.ArgumentParser) -> None:
         default=32,
         help="routing patch size in LR pixels in full-frame mode (32)",
     )
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default): bf16 only where the CPU has it and it meets the quality bar",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy")
+    add_skip_args(p)
 
 
 def add_parser(sub) -> None:
@@ -112,6 +133,18 @@ def add_parser(sub) -> None:
         "--codec", default=None, help="video encoder (default libx264, libvpx-vp9 for .webm)"
     )
     p.add_argument(
+        "--routing-video",
+        default=None,
+        metavar="MAP",
+        help="also write the output with blocks run per patch overlaid (video or PNG folder; "
+        "one input)",
+    )
+    p.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="with --routing-video: bicubic, output and map in one frame",
+    )
+    p.add_argument(
         "--overwrite",
         action="store_true",
         help="replace an existing output (and drop an unfinished job's progress)",
@@ -138,14 +171,23 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def route_from_args(args: argparse.Namespace) -> Route:
-    """The :class:`Route` of the routing flags (``UsageError`` for combinations that cannot be)."""
-    if args.policy != "learned" and args.budget is None:
-        raise UsageError(f"--policy {args.policy} needs --budget (a MAC fraction)")
+def route_from_args(args: argparse.Namespace, model: str) -> Route:
+    """The :class:`Route` of the routing flags for ``model`` (``UsageError`` for combinations
+    that cannot be). The learned policy with no ``--threshold``/``--budget``/``--full`` runs at
+    the model's recommended budget (:func:`skipvsr.weights.recommended_budget`), or the full
+    network without one; frozen policies need ``--budget``."""
     fields = {"policy": args.policy, "cell": args.cell, "seed": args.seed}
-    if args.budget is not None:
-        return Route.for_budget(args.budget, **fields)
-    return Route(threshold=args.threshold, **fields)
+    fields.update(skip=args.skip or registered_skip(model), refresh=args.refresh)
+    if args.full:
+        return Route(**fields)
+    chosen = args.budget
+    if chosen is None and args.threshold is None and args.policy == "learned":
+        chosen = recommended_budget(model)
+    if args.policy != "learned" and chosen is None:
+        raise UsageError(f"--policy {args.policy} needs --budget (a MAC fraction)")
+    if chosen is not None and chosen < 1.0:
+        return Route.for_budget(chosen, **fields)
+    return Route(threshold=args.threshold or 0.0, **fields)
 
 
 def check_layout(args: argparse.Namespace) -> None:
@@ -157,25 +199,34 @@ def check_layout(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    route = route_from_args(args)
+    name = args.model or default_model()
+    route = route_from_args(args, name)
     check_layout(args)
+    if args.side_by_side and args.routing_video is None:
+        raise UsageError("--side-by-side draws the --routing-video: give --routing-video MAP")
     inputs, batch = jobs.expand_inputs(args.input)
     pairs = jobs.plan_outputs(inputs, args.output, batch)
-    if (batch or args.ray is not None) and args.stats:
-        raise UsageError("--stats is for one input without --ray; a batch writes --manifest")
+    if (batch or args.ray is not None) and (args.stats or args.routing_video):
+        raise UsageError(
+            "--stats and --routing-video are for one input without --ray; a batch writes --manifest"
+        )
     jobs.check_stats_path(args.stats)
     jobs.check_stats_path(args.manifest)
     if args.ray is not None:
         ray_jobs.import_ray()  # before the model loads: a missing Ray is a usage error
-    model = load(args.model or default_model(), device=args.device, precision=args.precision)
+    model = load(name, device=args.device, precision=args.precision)
     try:
         model.check_route(route)
     except ValueError as e:
         raise UsageError(f"--model {args.model or default_model()}: {e}") from None
+    maps = ()
+    if args.routing_video is not None:
+        cell = args.cell if args.patch is None and args.tile is None else None
+        maps = (MapVideo(args.routing_video, jobs.map_view(model, cell, args.side_by_side)),)
     limit_heap_growth()
     settings = jobs.job_settings(args, model, route)
     if not batch and args.ray is None:
-        summary = jobs.upscale_one(*pairs[0], model, route, args, settings)
+        summary = jobs.upscale_one(*pairs[0], model, route, args, settings, maps)
         jobs.write_stats(args.stats, jobs.report(summary, args.quiet))
         return 0
     if batch:

@@ -53,15 +53,18 @@ class Setting:
 
     @property
     def label(self) -> str:
-        """Readable key: ``bicubic``, ``full``, ``learned t=0.9`` or ``uniform b=0.63``."""
+        """Readable key: ``bicubic``, ``full``, ``learned t=0.9``, ``uniform b=0.63``, with
+        `` identity`` / `` refresh=N`` for those route fields."""
         r = self.route
         if r is None:
             return BICUBIC
-        if r.budget is not None:
-            return f"{r.policy} b={r.budget:g}"
-        if r.policy == "learned" and r.threshold == 0:
+        if r.budget is None and r.policy == "learned" and r.threshold == 0:
             return "full"
-        return f"{r.policy} t={r.threshold:g}"
+        knob = f"b={r.budget:g}" if r.budget is not None else f"t={r.threshold:g}"
+        extra = (" identity" if r.skip == "identity" else "") + (
+            f" refresh={r.refresh}" if r.refresh else ""
+        )
+        return f"{r.policy} {knob}{extra}"
 
     @property
     def routes(self) -> bool:
@@ -73,7 +76,14 @@ class Setting:
         r = self.route
         if r is None:
             return {"policy": BICUBIC, "threshold": 0.0, "budget": None, "mode": self.mode}
-        return {"policy": r.policy, "threshold": r.threshold, "budget": r.budget, "mode": self.mode}
+        return {
+            "policy": r.policy,
+            "threshold": r.threshold,
+            "budget": r.budget,
+            "mode": self.mode,
+            "skip": r.skip,
+            "refresh": r.refresh,
+        }
 
 
 def make_settings(
@@ -83,24 +93,28 @@ def make_settings(
     mode: str = "full",
     cell: int = 32,
     seed: int = 0,
+    skip: str = "reuse",
+    refresh: int = 0,
 ) -> list[Setting]:
     """The sweep: ``learned`` takes every threshold (default ``[0]``) and every budget; frozen
     policies take every budget (and need at least one). A budget of 1 is the ``full`` setting.
-    ``cell`` and ``seed`` go into every route. Duplicates are dropped, order kept."""
-    full = Setting(Route(cell=cell, seed=seed), mode)
+    ``cell``, ``seed``, ``skip`` and ``refresh`` go into every route. Duplicates are dropped,
+    order kept."""
+    common = {"cell": cell, "seed": seed, "skip": skip, "refresh": refresh}
+    full = Setting(Route(**common), mode)
     out: list[Setting] = []
     for p in policies:
         if p == "learned":
             for t in thresholds or ([] if budgets else [0.0]):
-                out.append(Setting(Route(threshold=t, cell=cell, seed=seed), mode))
+                out.append(Setting(Route(threshold=t, **common), mode))
             for b in budgets or []:
-                out.append(Setting(Route.for_budget(b, cell=cell, seed=seed), mode))
+                out.append(Setting(Route.for_budget(b, **common), mode))
         else:
             if not budgets:
                 raise ValueError(f"policy {p!r} needs --budgets (MAC fractions)")
             # budget 1 is the full network whatever the policy: run it once, as "full"
             for b in budgets:
-                route = Route.for_budget(b, policy=p, cell=cell, seed=seed)
+                route = Route.for_budget(b, policy=p, **common)
                 out.append(Setting(route, mode) if b < 1 else full)
     seen: dict[str, Setting] = {}
     for s in out:

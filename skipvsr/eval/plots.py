@@ -1,10 +1,14 @@
-"""Figures of an evaluation: the PSNR–MAC trade-off and routing-map strips (paper Fig. 4, 5).
+"""Figures of an evaluation: the PSNR–MAC trade-off and routing-map strips (paper Fig. 4, 5),
+the trade-off of several runs on one axis (trained model vs frozen policies vs teacher), and
+before/after crops.
 
 matplotlib runs headless (Agg); every function writes one PNG and returns its path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -50,15 +54,121 @@ def psnr_mac_plot(result: dict, path: str | Path, channel: str = "y") -> Path:
     for label, val in flat:
         ax.axhline(val, linestyle="--", color="gray", label=label)
     cfg = result.get("config", {})
-    ax.set_xlabel("GMACs / frame at 180x320 LR (without SpyNet)")
+    title = f"{cfg.get('model', '')} on {cfg.get('dataset', '')} {cfg.get('degradation', '')}"
+    xlabel = "GMACs / frame at 180x320 LR (without SpyNet)"
+    return _save_trade_off(fig, ax, path, xlabel, channel, title.strip())
+
+
+def _save_trade_off(fig, ax, path: Path, xlabel: str, channel: str, title: str) -> Path:
+    """Label, grid and legend a PSNR-against-cost axis, write the figure to ``path``."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"PSNR ({channel.upper()}), dB")
-    ax.set_title(
-        f"{cfg.get('model', '')} on {cfg.get('dataset', '')} {cfg.get('degradation', '')}".strip()
-    )
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+@dataclass
+class TradeOff:
+    """PSNR against MAC fraction for several evaluation runs, ready to draw.
+
+    ``curves``: label -> ``[(mac_fraction, psnr), ...]`` sorted, one per routed model and
+    frozen policy; ``teachers``: label -> the full network's point of a model that was never
+    routed with its own estimators; ``flat``: label -> PSNR of settings without a MAC count
+    (bicubic).
+    """
+
+    curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    teachers: dict[str, tuple[float, float]] = field(default_factory=dict)
+    flat: dict[str, float] = field(default_factory=dict)
+
+
+def trade_off(results: Sequence[dict], channel: str = "y") -> TradeOff:
+    """The points of :func:`psnr_mac_compare` from objects of
+    :func:`skipvsr.eval.evaluate.evaluate` (``results.json`` of ``skipvsr eval``).
+
+    Learned settings of a model make one curve (``"<model>, learned"``), each frozen policy
+    another (``"<model>, <policy> (frozen)"``) that ends at that model's full network; a
+    model's ``full`` setting is its teacher point unless the model also routed itself, where it
+    ends the learned curve instead.
+    """
+    out = TradeOff()
+    full: dict[str, tuple[float, float]] = {}
+    learned: set[str] = set()
+    for result in results:
+        model = result["config"]["model"]
+        for label, r in result["settings"].items():
+            fraction, value = r["mean"]["mac_fraction"], r["mean"][f"psnr_{channel}"]
+            if fraction is None:
+                out.flat[label] = value
+            elif label == "full":
+                full[model] = (fraction, value)
+            elif r["policy"] == "learned":
+                learned.add(model)
+                out.curves.setdefault(f"{model}, learned", []).append((fraction, value))
+            else:
+                out.curves.setdefault(f"{model}, {r['policy']} (frozen)", []).append(
+                    (fraction, value)
+                )
+    for model, point in full.items():
+        for label, points in out.curves.items():
+            if label.startswith(f"{model}, ") and (model in learned) == label.endswith("learned"):
+                points.append(point)
+        if model not in learned:
+            out.teachers[f"{model}, full (teacher)"] = point
+    for points in out.curves.values():
+        points.sort()
+    return out
+
+
+def psnr_mac_compare(
+    results: Sequence[dict], path: str | Path, channel: str = "y", title: str = ""
+) -> Path:
+    """PSNR against measured MAC fraction for several evaluation runs on one axis: the trained
+    model's curve, the frozen policies' curves and the teacher's full-cost point
+    (:func:`trade_off`), e.g. the ``results.json`` of the Vid4 runs in the README.
+
+    Args:
+        results: objects of :func:`skipvsr.eval.evaluate.evaluate`, one per run.
+        channel: ``"y"`` or ``"rgb"``, which PSNR to plot.
+        title: figure title.
+    """
+    path = Path(path)
+    points = trade_off(results, channel)
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
+    for label, pts in points.curves.items():
+        x, y = zip(*pts, strict=True)
+        frozen = label.endswith("(frozen)")
+        ax.plot(x, y, marker="o", linestyle="--" if frozen else "-", lw=1 if frozen else 2,
+                label=label)  # fmt: skip
+    for label, (x, y) in points.teachers.items():
+        ax.plot([x], [y], marker="*", markersize=14, color="black", linestyle="none", label=label)
+    for label, value in points.flat.items():
+        ax.axhline(value, linestyle=":", color="gray", label=label)
+    return _save_trade_off(fig, ax, path, "measured MAC fraction (without SpyNet)", channel, title)
+
+
+def crops(panels: Sequence[tuple[str, np.ndarray]], path: str | Path, title: str = "") -> Path:
+    """Before/after: images side by side in one row, each under its title.
+
+    Args:
+        panels: ``(title, image)`` pairs, ``image`` ``(H, W, 3)`` uint8, all of one size.
+        title: figure title.
+    """
+    path = Path(path)
+    h, w = panels[0][1].shape[:2]
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.6 * h / w + 0.5), dpi=110, squeeze=False)
+    for ax, (name, image) in zip(axes[0], panels, strict=True):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(name, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -125,3 +235,58 @@ def routing_strip(
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def read_training_log(path: str | Path, budget: float = 0.63) -> dict[str, list[float]]:
+    """The validation curve at ``budget`` from a run's ``train.log``.
+
+    Returns ``step``, ``psnr`` (dB, RGB on the held-out crops), ``mac`` (measured fraction) and
+    ``hours`` (wall hours of training steps up to that step: the sum of the logged ``s/it``;
+    multiply by the run's ``threads`` for thread-hours).
+    """
+    key = f"{budget:g}"
+    steps, psnrs, macs, hours = [], [], [], []
+    seconds = 0.0
+    for line in Path(path).read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["step"] and "s/it" in words:
+            seconds += float(words[words.index("s/it") + 1])
+        elif words[:2] == ["val", "step"] and f"psnr@{key}" in words:
+            steps.append(int(words[2]))
+            psnrs.append(float(words[words.index(f"psnr@{key}") + 1]))
+            macs.append(float(words[words.index(f"mac@{key}") + 1]))
+            hours.append(seconds / 3600.0)
+    return {"step": steps, "psnr": psnrs, "mac": macs, "hours": hours}
+
+
+def training_curve_plot(
+    runs: dict[str, dict[str, list[float]]],
+    path: str | Path,
+    budget: float = 0.63,
+    references: dict[str, float] | None = None,
+) -> Path:
+    """Validation PSNR at ``budget`` against steps (left) and training hours (right).
+
+    ``runs`` maps a label to :func:`read_training_log` output; ``references`` maps a label to
+    a PSNR drawn as a horizontal line (e.g. the teacher, or the shipped model).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for label, curve in runs.items():
+        axes[0].plot(curve["step"], curve["psnr"], marker="o", ms=3, label=label)
+        axes[1].plot(curve["hours"], curve["psnr"], marker="o", ms=3, label=label)
+    for label, value in (references or {}).items():
+        for ax in axes:
+            ax.axhline(value, ls="--", lw=1, color="gray")
+        axes[1].annotate(label, (0, value), textcoords="offset points", xytext=(2, 3), fontsize=8)
+    axes[0].set_xlabel("training step")
+    axes[1].set_xlabel("training hours (1 CPU thread)")
+    axes[0].set_ylabel(f"val PSNR (dB) at {budget:g} MACs")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

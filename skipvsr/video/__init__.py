@@ -1,1 +1,2 @@
-"""Video wing: probe, decode, encode (io, audio) and streamed chunked upscaling; floor only."""
+"""Video wing: probe, decode, encode (io, audio), streamed chunked upscaling, and routing-map
+drawing (overlay); floor only."""

@@ -10,10 +10,12 @@ Three stages run concurrently and talk through small bounded queues:
 
 * a decoder thread reads ``(rgb, pts, time_base)`` frames from :class:`FrameSource`;
 * the calling thread groups them into chunks and calls ``upscale_fn`` on each;
-* an encoder thread converts and writes the upscaled frames through :class:`FrameSink`.
+* an encoder thread converts and writes the upscaled frames through :class:`FrameSink`, and
+  draws and writes each :class:`MapVideo` (the frames with their routing maps) beside them.
 
 At most about ``chunk + 2 * overlap`` low-resolution frames, one model output and a few
-queued frames are alive at any time, so peak memory does not grow with video length.
+queued frames are alive at any time, so peak memory does not grow with video length; a
+routing-map video is drawn from the chunk being written, so it adds one chunk's frames at most.
 
 Streaming never sees the model: ``upscale_fn`` is any function of a clip, and whatever stats
 it returns come back per chunk in the :class:`StreamSummary` for the caller to merge. Nothing
@@ -42,6 +44,7 @@ from skipvsr.frames import MediaError, to_tensor, to_uint8
 from skipvsr.signals import sigterm_as_interrupt
 from skipvsr.video.io import MIN_SIZE, FrameSink, FrameSource, check_output
 from skipvsr.video.job import Resumable
+from skipvsr.video.overlay import MapView
 
 # Chosen by benchmarks/chunk_overlap.py (see the numbers printed there): overlap 4 already
 # brings chunked output within a small fraction of a dB of whole-sequence processing.
@@ -49,6 +52,8 @@ DEFAULT_CHUNK = 32
 DEFAULT_OVERLAP = 4
 
 UpscaleFn = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
+# A chunk's stats -> its routing maps, (T, nH, nW) int, one per frame the chunk was given.
+MapFn = Callable[[Any], np.ndarray]
 
 _DONE = object()
 
@@ -162,6 +167,16 @@ class EncodeOptions:
             )
 
 
+@dataclass(frozen=True)
+class MapVideo:
+    """A second output of :func:`upscale_media`: every output frame drawn with its routing map
+    by ``view``, written to ``output`` (a video or a PNG folder, like the main output) with the
+    main output's timestamps."""
+
+    output: str | os.PathLike
+    view: MapView = MapView()
+
+
 @dataclass
 class Chunk:
     """One call of ``upscale_fn``: frames it output and read (with overlap), and the ``stats``
@@ -231,20 +246,29 @@ def decode_worker(source: FrameSource, out: queue.Queue, stop: threading.Event) 
 
 
 def encode_worker(
-    sink: FrameSink, todo: queue.Queue, stop: threading.Event, job: Resumable | None = None
+    sink: FrameSink,
+    todo: queue.Queue,
+    stop: threading.Event,
+    maps: tuple[tuple[FrameSink, MapView], ...] = (),
+    job: Resumable | None = None,
 ) -> None:
-    """Thread body: write each ``(images, stamps, keep)`` of ``todo`` through ``sink`` until the
-    end; ``keep`` is ``(chunk index, stats)`` for a new chunk to save as a segment of ``job``
-    first (``None`` for a replayed one)."""
+    """Thread body: write each ``(images, stamps, lr, routing, keep)`` of ``todo`` through
+    ``sink`` until the end, and each frame drawn by every view of ``maps`` through its sink
+    (``lr`` and ``routing`` hold the input frames and routing maps of ``images``, or are empty).
+    ``keep`` is ``(chunk index, stats)`` for a new chunk to save as a segment of ``job`` first
+    (``None`` for a replayed one)."""
     while True:
         item = _get(todo, stop)
         if item is _DONE:
             return
-        images, stamps, keep = item
+        images, stamps, lr, routing, keep = item
         if job is not None and keep is not None:
             job.save(keep[0], images, stamps, keep[1])
-        for img, (pts, tb) in zip(images, stamps, strict=True):
-            sink.write(img, pts, tb)
+        for i, (pts, tb) in enumerate(stamps):
+            sink.write(images[i], pts, tb)
+            for map_sink, view in maps:
+                side = lr[i] if view.side_by_side else None
+                map_sink.write(view.render(images[i], routing[i], side), pts, tb)
 
 
 def drain(q: queue.Queue, stop: threading.Event, producer: _Worker) -> Iterator:
@@ -274,6 +298,29 @@ def upscale_window(
     return to_uint8(sr[keep_from:keep_to]), stats
 
 
+def window_maps(map_fn: MapFn, stats: Any, frames: int) -> np.ndarray:
+    """``map_fn(stats)`` checked to hold one ``(nH, nW)`` map per frame of a ``frames`` window."""
+    maps = np.asarray(map_fn(stats))
+    if maps.ndim != 3 or maps.shape[0] != frames:
+        raise MediaError(
+            f"map_fn: returned routing maps of shape {maps.shape} (expected ({frames}, nH, nW))"
+        )
+    return maps
+
+
+def _check_map_outputs(output, maps, map_fn, overwrite: bool) -> None:
+    if maps and map_fn is None:
+        raise MediaError("map_fn: None (expected a function from chunk stats to routing maps)")
+    paths = [os.path.abspath(output)]
+    for m in maps:
+        check_output(m.output, overwrite=overwrite)
+        if os.path.abspath(m.output) in paths:
+            raise MediaError(
+                f"maps: {m.output} is written twice (expected a path of its own for each output)"
+            )
+        paths.append(os.path.abspath(m.output))
+
+
 def _shutdown(stop: threading.Event, workers: tuple[_Worker, ...]) -> None:
     stop.set()
     for w in workers:
@@ -295,6 +342,8 @@ def upscale_media(
     overwrite: bool = False,
     progress: bool = True,
     scale: float = 4,
+    maps: tuple[MapVideo, ...] = (),
+    map_fn: MapFn | None = None,
     job: Resumable | None = None,
 ) -> StreamSummary:
     """Upscale ``input`` (video file or PNG/JPG folder) x4 into ``output`` (video or folder).
@@ -306,15 +355,21 @@ def upscale_media(
     :class:`MediaError` for bad inputs/outputs; on any error or interrupt (SIGTERM included)
     the output path is left untouched.
 
+    ``maps`` are routing-map videos written beside ``output``, frame for frame with the same
+    timestamps; ``map_fn(stats)`` gives each chunk's routing maps ``(T, nH, nW)`` int from the
+    stats ``upscale_fn`` returned for it. They are drawn chunk by chunk, like the main output.
+
     With a ``job``, every finished chunk is kept as a segment in the job's folder, and a resumed
-    job replays its segments instead of running ``upscale_fn`` on those chunks again; the
-    folder goes once the output is complete (see :mod:`skipvsr.video.job`).
+    job replays its segments (their stats too, so the maps can be drawn again) instead of
+    running ``upscale_fn`` on those chunks again; the folder goes once the output is complete
+    (see :mod:`skipvsr.video.job`).
     """
     if not isinstance(chunk, int) or chunk < 1:
         raise MediaError(f"chunk: {chunk!r} (expected an integer >= 1)")
     if not isinstance(overlap, int) or overlap < 0:
         raise MediaError(f"overlap: {overlap!r} (expected an integer >= 0)")
     check_output(output, overwrite=overwrite)
+    _check_map_outputs(output, maps, map_fn, overwrite)
     t0 = time.perf_counter()
     stop = threading.Event()
     chunks: list[Chunk] = []
@@ -329,26 +384,24 @@ def upscale_media(
             FrameSource(input, start_seconds=start, max_frames=max_frames, fps=fps)
         )
         _check_size(source.width, source.height)
-        sink = stack.enter_context(
-            FrameSink(
-                output,
-                width=round(scale * source.width),
-                height=round(scale * source.height),
-                source=source,
-                fps=source.fps,
-                time_base=source.time_base,
-                codec=encode.codec,
-                crf=encode.crf,
-                overwrite=overwrite,
-                temp=None if job is None else job.partial(Path(output).suffix),
-            )
-        )
+        width, height = round(scale * source.width), round(scale * source.height)
+
+        def open_sink(path, size: tuple[int, int], temp: Path | None = None) -> FrameSink:
+            return stack.enter_context(
+                FrameSink(path, width=size[0], height=size[1], source=source, fps=source.fps,
+                          time_base=source.time_base, codec=encode.codec, crf=encode.crf,
+                          overwrite=overwrite, temp=temp)
+            )  # fmt: skip
+
+        partial = None if job is None else job.partial(Path(output).suffix)
+        sink = open_sink(output, (width, height), partial)
+        map_sinks = tuple((open_sink(m.output, m.view.size(width, height)), m.view) for m in maps)
         decoded: queue.Queue = queue.Queue(maxsize=chunk + 2 * overlap)
         # One finished chunk waits while the encoder works on another: inference is far slower
         # than encoding, so a deeper queue only raises the memory ceiling (x4 uint8 frames).
         to_encode: queue.Queue = queue.Queue(maxsize=1)
         decoder = _Worker(decode_worker, "decoder", source, decoded, stop)
-        encoder = _Worker(encode_worker, "encoder", sink, to_encode, stop, job)
+        encoder = _Worker(encode_worker, "encoder", sink, to_encode, stop, map_sinks, job)
         # Registered after the sink, so the threads stop before it finishes or aborts.
         stack.callback(_shutdown, stop, (encoder, decoder))
         bar = stack.enter_context(
@@ -368,7 +421,11 @@ def upscale_media(
                 images, stats = upscale_window(upscale_fn, window, a, b, scale)
                 keep = (index, stats)
             chunks.append(Chunk(index, b - a, len(window), stats))
-            if not _put(to_encode, (images, stamps, keep), stop):
+            lr, routing = [], []
+            if maps:
+                lr = [w[0] for w in window[a:b]]
+                routing = window_maps(map_fn, stats, len(window))[a:b]
+            if not _put(to_encode, (images, stamps, lr, routing, keep), stop):
                 break
             encoder.check()
             bar.update(b - a)

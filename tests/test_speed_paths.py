@@ -1,0 +1,162 @@
+"""Fast routed execution: box (strip) and dense-fallback paths against mask execution, and the
+per-frame warp plan against ``flow_warp``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from skipvsr import routing
+from skipvsr.backbone import ResidualBlock
+from skipvsr.flow import WarpPlan, flow_warp
+from skipvsr.routing import PatchGrid, Route, cell_boxes, masked_residual_block
+from tests.conftest import moving_clip, tiny_model
+
+PATHS = {"boxes": math.inf, "dense": 0.0}
+FRACTIONS = [0.0, 0.1, 0.5, 0.9, 1.0]
+
+
+def _mask(batch: int, grid: PatchGrid, fraction: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, grid.rows, grid.cols, generator=g) < fraction
+
+
+def _cover(boxes, shape) -> torch.Tensor:
+    count = torch.zeros(shape, dtype=torch.int32)
+    for b, y0, y1, x0, x1 in boxes:
+        count[b, y0:y1, x0:x1] += 1
+    return count
+
+
+@pytest.mark.parametrize("h,w,cell", [(23, 37, 8), (9, 30, 32), (40, 24, 16), (33, 33, 4)])
+def test_boxes_of_running_and_skipped_patches_tile_the_frame_once(h, w, cell):
+    grid = PatchGrid(h, w, cell)
+    for seed, fraction in enumerate(FRACTIONS):
+        run = _mask(3, grid, fraction, seed)
+        on, off = cell_boxes(run, grid), cell_boxes(~run, grid)
+        assert torch.equal(_cover(on, (3, h, w)), grid.expand(run, torch.int32)[:, 0])
+        assert torch.equal(_cover(on + off, (3, h, w)), torch.ones(3, h, w, dtype=torch.int32))
+
+
+def test_boxes_merge_rows_and_batch_elements():
+    grid = PatchGrid(16, 16, 4)
+    run = torch.zeros(2, 4, 4, dtype=torch.bool)
+    run[:, 1:3, 1:3] = True  # the same 2x2 patch square in both elements
+    assert cell_boxes(run, grid) == [(slice(0, 2), 4, 12, 4, 12)]
+
+
+@pytest.mark.parametrize("h,w,cell", [(23, 37, 8), (5, 40, 32), (9, 30, 32), (64, 64, 32)])
+def test_patch_pool_is_the_mean_over_each_patchs_valid_pixels(h, w, cell):
+    grid = PatchGrid(h, w, cell)
+    x = torch.randn(2, 3, h, w).contiguous(memory_format=torch.channels_last)
+    want = torch.zeros(2, 3, grid.rows, grid.cols)
+    for r in range(grid.rows):
+        for c in range(grid.cols):
+            patch = x[
+                :, :, r * grid.cell : (r + 1) * grid.cell, c * grid.cell : (c + 1) * grid.cell
+            ]
+            want[:, :, r, c] = patch.mean((2, 3))
+    assert (grid.pool(x) - want).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("h,w,cell", [(23, 37, 8), (9, 30, 32), (40, 24, 16)])
+def test_routed_block_equals_mask_execution(path, channels_last, h, w, cell, monkeypatch):
+    monkeypatch.setattr(routing, "DENSE_FROM", PATHS[path])
+    torch.manual_seed(1)
+    block = ResidualBlock(8).eval()
+    x = torch.randn(2, 8, h, w)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grid = PatchGrid(h, w, cell)
+    for seed, fraction in enumerate(FRACTIONS):
+        run = _mask(2, grid, fraction, seed)
+        with torch.no_grad():
+            want = masked_residual_block(block, x, run, grid)
+            got = routing.run_residual_block(block, x, run, grid, always_gather=path == "boxes")
+        assert (got - want).abs().max() < 1e-5, fraction
+        skipped = ~grid.expand(run, torch.float32).bool().expand_as(x)
+        assert torch.equal(got[skipped], x[skipped])
+
+
+ROUTES = [
+    Route(policy="random", keep=0.1, cell=8),
+    Route(policy="random", keep=0.5, cell=8),
+    Route(policy="random", keep=0.9, cell=8),
+    Route(policy="random", keep=0.5, cell=8, skip="identity"),
+    Route(policy="rotate", keep=0.5, cell=8),
+    Route(threshold=0.5, cell=8),
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "route", ROUTES, ids=lambda r: f"{r.policy}-{r.keep}-{r.threshold}-{r.skip}"
+)
+@pytest.mark.parametrize("inputs", ["difference", "warped-difference"])
+def test_routed_model_equals_mask_execution_on_odd_frames(path, route, inputs, monkeypatch):
+    monkeypatch.setattr(routing, "DENSE_FROM", PATHS[path])
+    model = tiny_model()
+    if inputs != "difference":
+        from skipvsr.backbone import BasicVSR
+
+        warped = BasicVSR(8, 6, estimators=True, estimator_inputs=inputs)
+        warped.load_state_dict(model.state_dict(), strict=False)
+        model = warped.eval()
+    lr = moving_clip(t=5, h=23, w=37)[None]
+    with torch.no_grad():
+        a = model(lr, route)
+        b = model(lr, Route(**{**route.__dict__, "execution": "mask"}))
+    assert (a.sr - b.sr).abs().max() < 1e-5
+    assert torch.equal(a.executed["forward"], b.executed["forward"])
+
+
+def _flow(n: int, h: int, w: int, seed: int) -> torch.Tensor:
+    """Flows up to 1.5 frame widths: many samples land partly or wholly outside the frame."""
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.tensor([w, h], dtype=torch.float32).view(1, 2, 1, 1)
+    return (torch.rand(n, 2, h, w, generator=g) - 0.5) * 3 * scale
+
+
+@pytest.mark.parametrize("h,w", [(23, 37), (1, 9), (16, 16)])
+def test_warp_plan_matches_flow_warp(h, w):
+    x = torch.randn(2, 5, h, w, generator=torch.Generator().manual_seed(0))
+    flow = _flow(2, h, w, 1)
+    flow[0, :, 0, 0] = torch.tensor([0.25, -0.75])  # partly outside: zero padding blends in
+    plan = WarpPlan(flow)
+    want = flow_warp(x, flow)
+    assert torch.equal(plan(x), want)  # NCHW: same grid, same grid_sample
+    rows = plan(x.contiguous(memory_format=torch.channels_last))
+    assert rows.is_contiguous(memory_format=torch.channels_last)
+    assert (rows - want).abs().max() < 1e-4
+    assert torch.equal(rows == 0, want == 0)  # wholly outside: exactly zero in both
+    assert torch.equal(plan(x.double()), flow_warp(x.double(), flow))
+    half = plan(x.bfloat16().contiguous(memory_format=torch.channels_last))
+    assert half.dtype == torch.bfloat16
+    assert (half.float() - flow_warp(x.bfloat16(), flow).float()).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_warp_plan_on_boxes_writes_only_the_boxes(channels_last):
+    h, w = 23, 37
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(3, 4, h, w).contiguous(memory_format=fmt)
+    plan = WarpPlan(_flow(3, h, w, 2))
+    grid = PatchGrid(h, w, 8)
+    boxes = cell_boxes(_mask(3, grid, 0.5, 3), grid)
+    out = torch.full_like(x, 7.0)
+    plan.warp_boxes(x, out, boxes)
+    inside = _cover(boxes, (3, h, w)).bool()[:, None].expand_as(x)
+    assert (out[inside] - plan(x)[inside]).abs().max() < 1e-6
+    assert torch.all(out[~inside] == 7.0)
+
+
+def test_a_spent_budget_runs_nothing_on_the_remaining_frames():
+    """Three frames at 0.43: the forced first frame spends the whole block budget."""
+    model = tiny_model()
+    with torch.no_grad():
+        out = model(moving_clip(t=3)[None], Route.for_budget(0.43, cell=8))
+    assert float(out.executed["forward"][1:].sum()) == 0.0
