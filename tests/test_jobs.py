@@ -162,6 +162,21 @@ def test_resume_refuses_other_settings_and_another_input(tmp_path, tiny_load, ca
     assert not job_folder(out).exists()
 
 
+def test_resumed_routing_video_is_drawn_the_same(tmp_path, tiny_load):
+    clip = make_clip(tmp_path / "in.mp4", n=8, w=32, h=24)
+    routed = ["--chunk", "2", "--chunk-overlap", "1", "--quiet", "--threshold", "0.5"]
+
+    def command(name: str) -> list[str]:
+        out, routing = tmp_path / f"{name}.mp4", tmp_path / f"{name}_map.mkv"
+        return ["upscale", str(clip), "-o", str(out), "--routing-video", str(routing), *routed]
+
+    assert main(command("ref")) == 0
+    stopped_after_two_chunks(command("out"))
+    assert main([*command("out"), "--resume"]) == 0
+    assert content(tmp_path / "out_map.mkv") == content(tmp_path / "ref_map.mkv")
+    assert content(tmp_path / "out.mp4") == content(tmp_path / "ref.mp4")
+
+
 def test_batch_goes_on_past_a_bad_input_and_reruns_skip_the_done(tmp_path, tiny_load, capsys):
     videos = tmp_path / "videos"
     videos.mkdir()
