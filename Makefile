@@ -6,7 +6,7 @@ STAMP := .cache/installed
 
 APP_STAMP := .cache/installed-app
 
-.PHONY: install demo app test lint bench
+.PHONY: install demo app test lint bench ray
 
 $(STAMP): pyproject.toml
 	$(PIP) install -q "torch==2.13.0"
@@ -31,6 +31,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	ruff format --check skipvsr tests benchmarks scripts
 	ruff check skipvsr tests benchmarks scripts
+
+# Ray for `skipvsr upscale --ray` (optional; the plain path never imports it).
+ray: $(STAMP)
+	$(PIP) install -q -e ".[ray]"
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/bench.py --json out/bench.json

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -100,6 +100,18 @@ class UpscaleStats:
         out["cpu_flags"] = list(self.cpu_flags)
         out["seconds_per_frame"] = self.seconds / max(self.frames, 1)
         return out
+
+    @classmethod
+    def from_dict(cls, record: dict) -> UpscaleStats:
+        """The stats of an :meth:`as_dict` record; a ``routing_map`` added to it as nested
+        lists comes back as an int tensor."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in record.items() if k in names}
+        values["lr_size"] = tuple(values["lr_size"])
+        values["cpu_flags"] = tuple(values.get("cpu_flags", ()))
+        if values.get("routing_map") is not None:
+            values["routing_map"] = torch.tensor(values["routing_map"], dtype=torch.int32)
+        return cls(**values)
 
     @classmethod
     def merge(cls, parts: Sequence[UpscaleStats], weights: Sequence[float]) -> UpscaleStats:

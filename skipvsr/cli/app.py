@@ -20,7 +20,7 @@ from pathlib import Path
 from skipvsr.api import Upscaler, load
 from skipvsr.cli.args import UsageError, default_model, positive_int
 from skipvsr.cli.demo import DEMO_CLIP, demo_inputs, psnr_against
-from skipvsr.cli.upscale import map_fn, map_view, merged_stats
+from skipvsr.cli.jobs import map_fn, map_view, merged_stats
 from skipvsr.frames import MediaError
 from skipvsr.routing import POLICIES, Route
 from skipvsr.video.io import MediaInfo, probe

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import av
+
 from skipvsr.api import PRECISIONS
 from skipvsr.cost import block_fraction_for_budget
 from skipvsr.routing import POLICIES, SKIP_OUTPUTS
@@ -12,6 +14,12 @@ from skipvsr.weights import DEFAULT_MODEL, REGISTRY, CheckpointError, resolve
 
 class UsageError(ValueError):
     """A bad argument value: exit code 2."""
+
+
+# What bad input, a bad checkpoint or a full disk raise: one line and exit code 1 (one input of
+# a batch fails and the others go on). av's errors that are neither OSError nor ValueError come
+# from a damaged file or a muxer that refuses a stream.
+FAILURES = (ValueError, OSError, RuntimeError, av.error.FFmpegError)
 
 
 def fraction(name: str, low: float = 0.0, high: float = 1.0, high_open: bool = False):

@@ -19,7 +19,7 @@ import torch
 
 from skipvsr.api import load
 from skipvsr.cli.args import UsageError, default_model
-from skipvsr.cli.upscale import report, write_stats
+from skipvsr.cli.jobs import report, write_stats
 from skipvsr.degradation import imresize_bicubic
 from skipvsr.frames import to_tensor, to_uint8
 from skipvsr.routing import Route

@@ -12,7 +12,7 @@ import sys
 from skipvsr.cli import app, degrade, demo, info, macs, upscale, weights
 from skipvsr.cli import eval as eval_command
 from skipvsr.cli import train as train_command
-from skipvsr.cli.args import UsageError
+from skipvsr.cli.args import FAILURES, UsageError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("skipvsr: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError) as e:
+    except FAILURES as e:
         if args.debug:
             raise
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,16 +1,18 @@
-"""``skipvsr upscale``: x4 a video file or a frame folder with a model and a route."""
+"""``skipvsr upscale``: x4 video files or frame folders with a model and a route.
+
+One input goes to ``-o OUT``; many (files, folders of videos, globs, ``@list.txt``) go to the
+folder ``-o OUTDIR``, one output each, with a summary table and a JSON manifest at the end
+(:mod:`skipvsr.cli.jobs`); ``--ray`` spreads them over a Ray cluster
+(:mod:`skipvsr.cli.ray_jobs`). ``--resume`` continues killed jobs.
+"""
 
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 from pathlib import Path
 
-import numpy as np
-
-from skipvsr.api import Upscaler, UpscaleStats, load
-from skipvsr.backbone import BasicVSR
+from skipvsr.api import load
+from skipvsr.cli import jobs, ray_jobs
 from skipvsr.cli.args import (
     UsageError,
     add_device_args,
@@ -21,19 +23,8 @@ from skipvsr.cli.args import (
     positive_int,
 )
 from skipvsr.routing import POLICIES, Route
-from skipvsr.video.overlay import MapView
-from skipvsr.video.streaming import (
-    DEFAULT_CHUNK,
-    DEFAULT_OVERLAP,
-    EncodeOptions,
-    MapVideo,
-    StreamSummary,
-    limit_heap_growth,
-    upscale_media,
-)
+from skipvsr.video.streaming import MapVideo, limit_heap_growth
 from skipvsr.weights import recommended_budget, registered_skip
-
-TILE_OVERLAP = 16  # LR pixels shared by neighbouring --tile tiles
 
 
 def add_routing_args(p: argparse.ArgumentParser) -> None:
@@ -98,10 +89,19 @@ def add_routing_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("upscale", help="x4 upscale a video file or a folder of frames")
-    p.add_argument("input", help="video file (mp4, mkv, mov, webm, avi, ...) or frame folder")
+    p = sub.add_parser("upscale", help="x4 upscale video files or folders of frames")
     p.add_argument(
-        "-o", "--output", required=True, help="output video (by extension) or folder of PNG frames"
+        "input",
+        nargs="+",
+        help="video file (mp4, mkv, mov, webm, avi, ...) or frame folder; several, a folder of "
+        "videos, a quoted glob or @LIST.txt (one path a line) make a batch",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output video (by extension) or folder of PNG frames; for a batch, the folder "
+        "that receives one output per input (same name)",
     )
     add_routing_args(p)
     p.add_argument(
@@ -130,21 +130,45 @@ def add_parser(sub) -> None:
         help="start time in seconds",
     )
     p.add_argument("--crf", type=positive_int("crf", 0), default=18)
-    p.add_argument("--codec", default="libx264")
+    p.add_argument(
+        "--codec", default=None, help="video encoder (default libx264, libvpx-vp9 for .webm)"
+    )
     p.add_argument(
         "--routing-video",
         default=None,
         metavar="MAP",
-        help="also write the output with blocks run per patch overlaid (video or PNG folder)",
+        help="also write the output with blocks run per patch overlaid (video or PNG folder; "
+        "one input)",
     )
     p.add_argument(
         "--side-by-side",
         action="store_true",
         help="with --routing-video: bicubic, output and map in one frame",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output (and drop an unfinished job's progress)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the unfinished job kept beside each output (same settings and input)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--stats", default=None, help="write run statistics as JSON")
+    p.add_argument("--stats", default=None, help="write run statistics as JSON (one input)")
+    p.add_argument(
+        "--manifest", default=None, help="batch manifest JSON (default OUTDIR/manifest.json)"
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="spread videos and chunk ranges over a Ray cluster (ADDRESS, e.g. auto or "
+        "ray://head:10001; none: start a local Ray); needs pip install 'skipvsr[ray]'",
+    )
     p.set_defaults(func=run)
 
 
@@ -175,75 +199,22 @@ def check_layout(args: argparse.Namespace) -> None:
         raise UsageError(f"--stride must be <= --patch, got {args.stride} > {args.patch}")
 
 
-def model_fn(model: Upscaler, args: argparse.Namespace, route: Route):
-    """``upscale_fn`` for :func:`upscale_media`: ``model.upscale`` with ``route`` and the frame
-    layout of the flags (``--patch`` tubes, ``--tile`` tiles or whole frames)."""
-    if args.patch is not None:
-        return functools.partial(model.upscale, route=route, mode="patch", patch=args.patch,
-                                 stride=args.stride, tube_flow=args.tube_flow)  # fmt: skip
-    if args.tile is not None:
-        # Tiles overlap, and flow is computed once per full frame.
-        stride = max(args.tile - TILE_OVERLAP, 1)
-        return functools.partial(model.upscale, route=route, mode="patch", patch=args.tile,
-                                 stride=stride, tube_flow=False)  # fmt: skip
-    return functools.partial(model.upscale, route=route)
-
-
-def map_view(model: Upscaler, cell: int | None, side_by_side: bool = False) -> MapView:
-    """How this model's routing maps are drawn: colours up to every block of both branches,
-    patches of ``cell`` LR pixels (whole frames) or stretched over the frame (``None``: tubes
-    and tiles)."""
-    return MapView(
-        side_by_side=side_by_side,
-        cell=None if cell is None else BasicVSR.scale * cell,
-        max_blocks=2 * model.model.num_block,
-    )
-
-
-def routing_maps(stats: UpscaleStats, max_blocks: int) -> np.ndarray:
-    """``(T, nH, nW)`` int blocks run per patch of one call, both branches summed: the stats'
-    map, or, when nothing was routed, ``max_blocks`` on one patch per frame."""
-    if stats.routing_map is not None:
-        return stats.routing_map.cpu().numpy()
-    return np.full((stats.frames, 1, 1), max_blocks, dtype=np.int32)
-
-
-def map_fn(model: Upscaler):
-    """``map_fn`` for :func:`upscale_media`: a chunk's :class:`UpscaleStats` -> its maps."""
-    return functools.partial(routing_maps, max_blocks=2 * model.model.num_block)
-
-
-def merged_stats(summary: StreamSummary) -> UpscaleStats:
-    """One :class:`UpscaleStats` for a streamed video, chunks weighted by frames processed."""
-    chunks = summary.chunks
-    return UpscaleStats.merge([c.stats for c in chunks], [c.input_frames for c in chunks])
-
-
-def report(summary: StreamSummary, quiet: bool = False) -> dict:
-    """Print the summary line (unless ``quiet``); return the ``--stats`` JSON object: the
-    stream summary, every chunk's stats, and their frame-weighted MAC figures."""
-    merged = merged_stats(summary)
-    if not quiet:
-        print(summary.line(f", MAC fraction {merged.mac_fraction:.3f}"), flush=True)
-    return {
-        **summary.as_dict(UpscaleStats.as_dict),
-        "mac_fraction": merged.mac_fraction,
-        "gmacs_per_frame": merged.gmacs_per_frame,
-        "executed_block_fraction": merged.executed_block_fraction,
-    }
-
-
-def write_stats(path: str | None, record: dict) -> None:
-    if path:
-        Path(path).write_text(json.dumps(record, indent=2, default=str))
-
-
 def run(args: argparse.Namespace) -> int:
     name = args.model or default_model()
     route = route_from_args(args, name)
     check_layout(args)
     if args.side_by_side and args.routing_video is None:
         raise UsageError("--side-by-side draws the --routing-video: give --routing-video MAP")
+    inputs, batch = jobs.expand_inputs(args.input)
+    pairs = jobs.plan_outputs(inputs, args.output, batch)
+    if (batch or args.ray is not None) and (args.stats or args.routing_video):
+        raise UsageError(
+            "--stats and --routing-video are for one input without --ray; a batch writes --manifest"
+        )
+    jobs.check_stats_path(args.stats)
+    jobs.check_stats_path(args.manifest)
+    if args.ray is not None:
+        ray_jobs.import_ray()  # before the model loads: a missing Ray is a usage error
     model = load(name, device=args.device, precision=args.precision)
     try:
         model.check_route(route)
@@ -252,21 +223,21 @@ def run(args: argparse.Namespace) -> int:
     maps = ()
     if args.routing_video is not None:
         cell = args.cell if args.patch is None and args.tile is None else None
-        maps = (MapVideo(args.routing_video, map_view(model, cell, args.side_by_side)),)
+        maps = (MapVideo(args.routing_video, jobs.map_view(model, cell, args.side_by_side)),)
     limit_heap_growth()
-    summary = upscale_media(
-        args.input,
-        args.output,
-        model_fn(model, args, route),
-        chunk=DEFAULT_CHUNK if args.chunk is None else args.chunk,
-        overlap=DEFAULT_OVERLAP if args.chunk_overlap is None else args.chunk_overlap,
-        max_frames=args.max_frames,
-        start=args.start,
-        encode=EncodeOptions(codec=args.codec, crf=args.crf),
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        maps=maps,
-        map_fn=map_fn(model),
-    )
-    write_stats(args.stats, report(summary, args.quiet))
-    return 0
+    settings = jobs.job_settings(args, model, route)
+    if not batch and args.ray is None:
+        summary = jobs.upscale_one(*pairs[0], model, route, args, settings, maps)
+        jobs.write_stats(args.stats, jobs.report(summary, args.quiet))
+        return 0
+    if batch:
+        Path(args.output).mkdir(exist_ok=True)
+    if args.ray is not None:
+        outcomes = ray_jobs.run_on_ray(pairs, model, route, args, settings)
+    else:
+        outcomes = jobs.run_batch(pairs, model, route, args, settings)
+    print(jobs.table(outcomes), flush=True)
+    if batch:
+        manifest = Path(args.manifest or Path(args.output) / "manifest.json")
+        jobs.write_manifest(manifest, outcomes)
+    return 0 if all(o.status != "failed" for o in outcomes) else 1

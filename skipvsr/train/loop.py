@@ -150,7 +150,10 @@ def make_config(values: dict, overrides: list[str] = ()) -> TrainConfig:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        values[key.strip()] = yaml.safe_load(raw)
+        try:
+            values[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ValueError(f"--set {item}: the value is not valid YAML") from None
     defaults = TrainConfig()
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - names)
@@ -194,7 +197,12 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Tr
     goes to ``runs/<file stem>`` (relative to the working directory)."""
     values = {}
     if path is not None:
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            at = f" at line {where.line + 1}" if where is not None else ""
+            raise ValueError(f"{path}: not valid YAML{at} ({getattr(e, 'problem', e)})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a YAML mapping of config keys")
         values.setdefault("run_dir", str(Path("runs") / Path(path).stem))

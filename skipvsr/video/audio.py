@@ -10,6 +10,8 @@ import av
 # What MP4/MOV players accept for stream copy (libavformat's own list is more permissive than
 # what its muxer can finish, e.g. PCM in .mp4).
 _MP4_COPY = {"aac", "mp3", "mp2", "ac3", "eac3", "alac", "flac", "opus", "mov_text"}
+# Audio encoder where the source codec cannot be copied (FLAC for the other containers).
+_REENCODE = {".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".webm": "libopus"}
 
 
 def _can_copy(suffix: str, codec: str, supported: set[str]) -> bool:
@@ -24,8 +26,9 @@ class AuxCopier:
     """Copy audio and subtitle packets of the source into the output, interleaved by time.
 
     Packets are stream-copied where the output container accepts the codec; otherwise audio is
-    decoded and re-encoded (AAC for MP4/MOV, FLAC elsewhere) and subtitles are dropped, each
-    with a one-line note in ``messages``. Only packets inside the processed time range are kept.
+    decoded and re-encoded (AAC for MP4/MOV, Opus for WebM, FLAC elsewhere) and subtitles are
+    dropped, each with a one-line note in ``messages``. Only packets inside the processed time
+    range are kept.
     """
 
     def __init__(self, path: Path, start: float, out, messages: list[str]) -> None:
@@ -46,11 +49,15 @@ class AuxCopier:
             if _can_copy(suffix, name, supported):
                 self.map[s.index] = (out.add_stream_from_template(s), None)
             elif s.type == "audio":
-                enc = "aac" if suffix in (".mp4", ".m4v", ".mov") else "flac"
-                fmt = av.Codec(enc, "w").audio_formats[0].name
+                enc = _REENCODE.get(suffix, "flac")
+                codec = av.Codec(enc, "w")
+                rate = s.codec_context.sample_rate
+                if codec.audio_rates and rate not in codec.audio_rates:
+                    rate = max(codec.audio_rates)  # Opus: 48 kHz; the encoder resamples
                 channels = len(s.codec_context.layout.channels) or 2
                 layout = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}.get(channels, "stereo")
-                o = out.add_stream(enc, rate=s.codec_context.sample_rate, format=fmt, layout=layout)
+                fmt = codec.audio_formats[0].name
+                o = out.add_stream(enc, rate=rate, format=fmt, layout=layout)
                 if enc == "aac":
                     o.bit_rate = 320_000
                 self.map[s.index] = (o, s)

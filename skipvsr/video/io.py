@@ -63,6 +63,8 @@ def _is_hd(width: int, height: int) -> bool:
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
+    if path.is_symlink() and not path.exists():
+        raise MediaError(f"input: {path} is a broken or looping symlink (expected a video file)")
     if not path.exists():
         raise MediaError(f"input: {path} does not exist (expected a video file or a frame folder)")
     try:
@@ -311,6 +313,8 @@ class FrameSource:
         n = 0
         try:
             for frame in self.container.decode(vs):
+                if n == 0:
+                    _check_first_frame(frame, self.path)
                 pts = frame.pts if frame.pts is not None else n
                 if start_pts is not None and pts < start_pts:
                     continue
@@ -324,6 +328,21 @@ class FrameSource:
             if n == 0:
                 raise MediaError(f"input: {self.path} could not be decoded ({e})") from None
             # A damaged tail: keep what decoded, like most players do.
+
+
+def _check_first_frame(frame: av.VideoFrame, path: Path) -> None:
+    """:class:`MediaError` for frames that would come out wrong: a display rotation (phone
+    videos; the frames are stored sideways) or interlaced fields (the model sees combing)."""
+    if frame.rotation:
+        raise MediaError(
+            f"input: {path} is to be shown rotated by {frame.rotation} degrees (expected upright "
+            "frames; let ffmpeg apply the rotation first: ffmpeg -i IN -c:a copy OUT.mp4)"
+        )
+    if frame.interlaced_frame:
+        raise MediaError(
+            f"input: {path} is interlaced (expected progressive frames; deinterlace first: "
+            "ffmpeg -i IN -vf bwdif=0 -c:a copy OUT.mp4)"
+        )
 
 
 # --------------------------------------------------------------------------- writing
@@ -343,6 +362,8 @@ def check_output(target: str | os.PathLike, *, overwrite: bool) -> Path:
     """Validate the output path before any work is done (raises :class:`MediaError`)."""
     target = Path(target)
     parent = target.parent if str(target.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise MediaError(f"output: {parent} is a file (expected an existing directory)")
     if not parent.is_dir():
         raise MediaError(f"output: directory {parent} does not exist (expected an existing dir)")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -371,8 +392,9 @@ class FrameSink:
     output keeps the timestamps (rescaled to the output time base) and copies the audio and
     subtitle streams of ``source`` (a :class:`FrameSource`) for the same time range, re-encoding
     audio only where the container cannot hold the original codec; :attr:`messages` then says
-    so. ``close()`` finishes and renames the temp file onto ``output``; ``abort()`` (also run
-    on an exception inside ``with``) removes the temp file.
+    so. ``close()`` finishes and renames the temp file (``temp``, default a hidden name beside
+    ``output``) onto ``output``; ``abort()`` (also run on an exception inside ``with``) removes
+    the temp file.
     """
 
     def __init__(
@@ -387,6 +409,7 @@ class FrameSink:
         codec: str = "libx264",
         crf: int = 18,
         overwrite: bool = False,
+        temp: Path | None = None,
     ) -> None:
         self.target = check_output(output, overwrite=overwrite)
         self.overwrite = overwrite
@@ -395,7 +418,7 @@ class FrameSink:
         self.messages: list[str] = []
         self.frames = 0
         self.folder = is_folder_output(self.target)
-        self.temp = _temp_path(self.target)
+        self.temp = _temp_path(self.target) if temp is None else Path(temp)
         self._container = None
         self._last_pts = None
         self._pts_offset = None
@@ -417,6 +440,11 @@ class FrameSink:
             raise MediaError(f"codec: {codec} is not an available encoder (e.g. libx264)") from None
         fmt = {".m4v": "mp4"}.get(self.target.suffix.lower())
         self._container = av.open(str(self.temp), "w", format=fmt)
+        if av.Codec(codec, "w").canonical_name not in self._container.supported_codecs:
+            raise MediaError(
+                f"codec: {codec} cannot go in a {self.target.suffix} file (expected another "
+                "--codec, e.g. libvpx-vp9 for .webm, or another suffix)"
+            )
         rate = Fraction(fps).limit_denominator(100000)
         options = {"crf": str(crf)} if codec in CRF_CODECS else {}
         vs = self._container.add_stream(codec, rate=rate, options=options)

@@ -33,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from tqdm import tqdm
 from skipvsr.frames import MediaError, to_tensor, to_uint8
 from skipvsr.signals import sigterm_as_interrupt
 from skipvsr.video.io import MIN_SIZE, FrameSink, FrameSource, check_output
+from skipvsr.video.job import Resumable
 from skipvsr.video.overlay import MapView
 
 # Chosen by benchmarks/chunk_overlap.py (see the numbers printed there): overlap 4 already
@@ -248,15 +250,20 @@ def encode_worker(
     todo: queue.Queue,
     stop: threading.Event,
     maps: tuple[tuple[FrameSink, MapView], ...] = (),
+    job: Resumable | None = None,
 ) -> None:
-    """Thread body: write each ``(images, stamps, lr, routing)`` of ``todo`` through ``sink``
-    until the end, and each frame drawn by every view of ``maps`` through its sink (``lr`` and
-    ``routing`` hold the input frames and routing maps of ``images``, or are empty)."""
+    """Thread body: write each ``(images, stamps, lr, routing, keep)`` of ``todo`` through
+    ``sink`` until the end, and each frame drawn by every view of ``maps`` through its sink
+    (``lr`` and ``routing`` hold the input frames and routing maps of ``images``, or are empty).
+    ``keep`` is ``(chunk index, stats)`` for a new chunk to save as a segment of ``job`` first
+    (``None`` for a replayed one)."""
     while True:
         item = _get(todo, stop)
         if item is _DONE:
             return
-        images, stamps, lr, routing = item
+        images, stamps, lr, routing, keep = item
+        if job is not None and keep is not None:
+            job.save(keep[0], images, stamps, keep[1])
         for i, (pts, tb) in enumerate(stamps):
             sink.write(images[i], pts, tb)
             for map_sink, view in maps:
@@ -337,6 +344,7 @@ def upscale_media(
     scale: float = 4,
     maps: tuple[MapVideo, ...] = (),
     map_fn: MapFn | None = None,
+    job: Resumable | None = None,
 ) -> StreamSummary:
     """Upscale ``input`` (video file or PNG/JPG folder) x4 into ``output`` (video or folder).
 
@@ -350,6 +358,11 @@ def upscale_media(
     ``maps`` are routing-map videos written beside ``output``, frame for frame with the same
     timestamps; ``map_fn(stats)`` gives each chunk's routing maps ``(T, nH, nW)`` int from the
     stats ``upscale_fn`` returned for it. They are drawn chunk by chunk, like the main output.
+
+    With a ``job``, every finished chunk is kept as a segment in the job's folder, and a resumed
+    job replays its segments (their stats too, so the maps can be drawn again) instead of
+    running ``upscale_fn`` on those chunks again; the folder goes once the output is complete
+    (see :mod:`skipvsr.video.job`).
     """
     if not isinstance(chunk, int) or chunk < 1:
         raise MediaError(f"chunk: {chunk!r} (expected an integer >= 1)")
@@ -360,7 +373,12 @@ def upscale_media(
     t0 = time.perf_counter()
     stop = threading.Event()
     chunks: list[Chunk] = []
+    done: list = []
     with contextlib.ExitStack() as stack:
+        if job is not None:
+            settings = stream_settings(chunk, overlap, max_frames, start, fps, encode, scale)
+            done = job.begin(input, settings, overwrite)
+            stack.enter_context(job)  # first in, so it ends after the sink has finished
         stack.enter_context(sigterm_as_interrupt())
         source = stack.enter_context(
             FrameSource(input, start_seconds=start, max_frames=max_frames, fps=fps)
@@ -368,21 +386,22 @@ def upscale_media(
         _check_size(source.width, source.height)
         width, height = round(scale * source.width), round(scale * source.height)
 
-        def open_sink(path, size: tuple[int, int]) -> FrameSink:
+        def open_sink(path, size: tuple[int, int], temp: Path | None = None) -> FrameSink:
             return stack.enter_context(
                 FrameSink(path, width=size[0], height=size[1], source=source, fps=source.fps,
                           time_base=source.time_base, codec=encode.codec, crf=encode.crf,
-                          overwrite=overwrite)
+                          overwrite=overwrite, temp=temp)
             )  # fmt: skip
 
-        sink = open_sink(output, (width, height))
+        partial = None if job is None else job.partial(Path(output).suffix)
+        sink = open_sink(output, (width, height), partial)
         map_sinks = tuple((open_sink(m.output, m.view.size(width, height)), m.view) for m in maps)
         decoded: queue.Queue = queue.Queue(maxsize=chunk + 2 * overlap)
         # One finished chunk waits while the encoder works on another: inference is far slower
         # than encoding, so a deeper queue only raises the memory ceiling (x4 uint8 frames).
         to_encode: queue.Queue = queue.Queue(maxsize=1)
         decoder = _Worker(decode_worker, "decoder", source, decoded, stop)
-        encoder = _Worker(encode_worker, "encoder", sink, to_encode, stop, map_sinks)
+        encoder = _Worker(encode_worker, "encoder", sink, to_encode, stop, map_sinks, job)
         # Registered after the sink, so the threads stop before it finishes or aborts.
         stack.callback(_shutdown, stop, (encoder, decoder))
         bar = stack.enter_context(
@@ -392,14 +411,21 @@ def upscale_media(
         decoder.start()
         encoder.start()
         for window, a, b in iter_chunks(drain(decoded, stop, decoder), chunk, overlap):
-            images, stats = upscale_window(upscale_fn, window, a, b, scale)
-            chunks.append(Chunk(len(chunks), b - a, len(window), stats))
+            index, stamps = len(chunks), [(w[1], w[2]) for w in window[a:b]]
+            if index < len(done):
+                images, saved, stats = job.load(done[index])
+                if saved != stamps:
+                    raise MediaError(f"--resume: {done[index]} does not match the input's frames")
+                keep = None
+            else:
+                images, stats = upscale_window(upscale_fn, window, a, b, scale)
+                keep = (index, stats)
+            chunks.append(Chunk(index, b - a, len(window), stats))
             lr, routing = [], []
             if maps:
                 lr = [w[0] for w in window[a:b]]
                 routing = window_maps(map_fn, stats, len(window))[a:b]
-            stamps = [(w[1], w[2]) for w in window[a:b]]
-            if not _put(to_encode, (images, stamps, lr, routing), stop):
+            if not _put(to_encode, (images, stamps, lr, routing, keep), stop):
                 break
             encoder.check()
             bar.update(b - a)
@@ -420,6 +446,67 @@ def upscale_media(
         chunks=chunks,
         messages=list(sink.messages),
     )
+
+
+def stream_settings(
+    chunk: int,
+    overlap: int,
+    max_frames: int | None,
+    start: float,
+    fps: float | None,
+    encode: EncodeOptions,
+    scale: float,
+) -> dict:
+    """The streaming arguments a resumed job must share, JSON-ready (see :class:`Resumable`)."""
+    return {"chunk": chunk, "overlap": overlap, "max_frames": max_frames, "start": start,
+            "fps": None if fps is None else str(fps), "codec": encode.codec, "crf": encode.crf,
+            "scale": scale}  # fmt: skip
+
+
+def render_chunks(
+    input: str | os.PathLike,
+    upscale_fn: UpscaleFn,
+    first: int,
+    last: int | None,
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    overlap: int = DEFAULT_OVERLAP,
+    max_frames: int | None = None,
+    start: float = 0.0,
+    fps: float | None = None,
+    scale: float = 4,
+) -> Iterator[tuple[int, np.ndarray, list, Any]]:
+    """The chunks ``first <= index < last`` (``last=None``: to the end) of the chunking that
+    :func:`upscale_media` applies with the same arguments, as ``(index, images, stamps, stats)``
+    with ``images`` ``(n, sH, sW, 3) uint8`` and ``stamps`` ``[(pts, time_base)]``.
+
+    Every chunk sees the same window (warm-up frames included) as in :func:`upscale_media`, so
+    a range computed elsewhere (a Ray task) is the same as the single-process one. Frames before
+    the range are decoded, not upscaled.
+    """
+    with FrameSource(input, start_seconds=start, max_frames=max_frames, fps=fps) as source:
+        _check_size(source.width, source.height)
+        for index, (window, a, b) in enumerate(iter_chunks(source, chunk, overlap)):
+            if last is not None and index >= last:
+                return
+            if index >= first:
+                images, stats = upscale_window(upscale_fn, window, a, b, scale)
+                yield index, images, [(w[1], w[2]) for w in window[a:b]], stats
+
+
+def expected_chunks(
+    input: str | os.PathLike,
+    chunk: int,
+    *,
+    max_frames: int | None = None,
+    start: float = 0.0,
+    fps: float | None = None,
+) -> int | None:
+    """How many chunks :func:`upscale_media` will likely run on ``input`` (from the container's
+    frame count; ``None`` when unknown)."""
+    with FrameSource(input, start_seconds=start, max_frames=max_frames, fps=fps) as source:
+        frames = _expected_frames(source)
+    return None if frames is None else -(-frames // chunk)
 
 
 def _expected_frames(source: FrameSource) -> int | None:
