@@ -25,7 +25,7 @@ from skipvsr.frames import MediaError
 from skipvsr.routing import POLICIES, Route
 from skipvsr.video.io import MediaInfo, probe
 from skipvsr.video.streaming import MapVideo, limit_heap_growth, upscale_media
-from skipvsr.weights import REGISTRY, CheckpointError, resolve
+from skipvsr.weights import REGISTRY, CheckpointError, registered_skip, resolve
 
 MAX_UPLOAD_MB = 20
 MAX_FRAMES = 32  # frames upscaled per job: the first ones of the clip
@@ -114,17 +114,24 @@ def _model(name: str) -> Upscaler:
     return load(name)  # one model in memory: the last one asked for
 
 
-def page_route(model: Upscaler, policy: str, use_budget: bool, budget: float, threshold: float):
-    """The :class:`Route` of the page's controls, ``ValueError`` naming the control if this
-    model cannot take it."""
+def page_route(
+    model: Upscaler,
+    policy: str,
+    use_budget: bool,
+    budget: float,
+    threshold: float,
+    skip: str = "reuse",
+):
+    """The :class:`Route` of the page's controls (``skip``: the model's trained skip output),
+    ``ValueError`` naming the control if this model cannot take it."""
     if policy not in POLICIES:
         raise ValueError(f"policy: {policy!r} (expected one of {', '.join(POLICIES)})")
     if use_budget:
-        route = Route.for_budget(budget, policy=policy)
+        route = Route.for_budget(budget, policy=policy, skip=skip)
     elif policy != "learned":
         raise ValueError(f"policy: {policy} routes by a MAC budget (expected the budget control)")
     else:
-        route = Route(threshold=threshold)
+        route = Route(threshold=threshold, skip=skip)
     model.check_route(route)
     return route
 
@@ -147,7 +154,7 @@ def run_job(
     if model_name not in available_models():
         raise ValueError(f"model: {model_name!r} (expected one of {', '.join(available_models())})")
     model = _model(model_name)
-    route = page_route(model, policy, use_budget, budget, threshold)
+    route = page_route(model, policy, use_budget, budget, threshold, registered_skip(model_name))
     work.mkdir(parents=True, exist_ok=True)
     reference = None
     if clip is None:

@@ -25,6 +25,7 @@ from skipvsr.frames import to_tensor, to_uint8
 from skipvsr.routing import Route
 from skipvsr.video.io import FrameSource
 from skipvsr.video.streaming import EncodeOptions, limit_heap_growth, upscale_media
+from skipvsr.weights import registered_skip
 
 DEMO_CLIP = "bigbuckbunny.mp4"
 
@@ -118,7 +119,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--shrink must be 4 or 8, got {args.shrink}")
     name = args.model or default_model()
     model = load(name)
-    route = Route.for_budget(args.budget, policy=args.policy) if args.budget < 1 else None
+    skip = registered_skip(name)
+    route = (
+        Route.for_budget(args.budget, policy=args.policy, skip=skip) if args.budget < 1 else None
+    )
     if route is not None:
         try:
             model.check_route(route)
