@@ -159,8 +159,11 @@ def test_failing_model_leaves_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
 
 
+# The job restores Python's own SIGINT handler: a parent (pytest after other tests, e.g. Ray's)
+# may pass SIGINT on as ignored, which a user's shell never does.
 SLOW_JOB = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from skipvsr.video.streaming import bilinear_upscale, upscale_media
 def slow(lr):
     time.sleep(0.2)
