@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.reference import reference_forward  # noqa: E402
 from skipvsr import cost  # noqa: E402
-from skipvsr.api import Upscaler, load  # noqa: E402
+from skipvsr.api import SIMD_FLAGS, Upscaler, cpu_flags, load  # noqa: E402
 from skipvsr.backbone import BasicVSR  # noqa: E402
 from skipvsr.cli.args import default_model  # noqa: E402
 from skipvsr.routing import PatchGrid, Route, Router  # noqa: E402
@@ -102,13 +102,12 @@ def gemm_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 3) -> float:
     return n**3 / 1e9 / median_time(lambda: a @ a, repeats)
 
 
-SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 BUDGETS = (0.8, 0.63, 0.43)
 
 
 def cpu_info() -> dict:
-    """The CPU model name, its AVX/AMX flags and whether it has each of :data:`SIMD_FLAGS`,
-    from ``/proc/cpuinfo`` (Linux), else empty."""
+    """The CPU model name, its AVX/AMX flags and whether it has each of
+    :data:`skipvsr.api.SIMD_FLAGS`, from ``/proc/cpuinfo`` (Linux), else empty."""
     try:
         text = open("/proc/cpuinfo").read()
     except OSError:
@@ -120,7 +119,7 @@ def cpu_info() -> dict:
             info["cpu_model"] = value.strip()
         if key.strip() == "flags" and "cpu_flags" not in info:
             info["cpu_flags"] = sorted(f for f in value.split() if f.startswith(("avx", "amx")))
-            info["cpu_has"] = {f: f in value.split() for f in SIMD_FLAGS}
+            info["cpu_has"] = {f: f in cpu_flags() for f in SIMD_FLAGS}
     return info
 
 

@@ -32,9 +32,12 @@ best variant (fp32 residual stream, SpyNet and upsampler; trunk convs bf16). All
 44.1 dB. Below :data:`BF16_MIN_PSNR_VS_FP32`, so ``auto`` stays fp32 until it is reached."""
 
 
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+"""The CPU flags that decide the fast path (and that every timing records)."""
+
+
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
-    """The vector-instruction flags of this CPU that decide the fast path, in a fixed order:
-    those of ``avx2``, ``avx512f``, ``avx512_bf16``, ``amx_bf16`` that ``cpuinfo`` lists."""
+    """Those of :data:`SIMD_FLAGS` that ``cpuinfo`` lists, in that order."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
@@ -43,7 +46,7 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
     for line in text.splitlines():
         if line.startswith("flags"):
             flags.update(line.split(":", 1)[1].split())
-    return tuple(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
+    return tuple(f for f in SIMD_FLAGS if f in flags)
 
 
 def resolve_precision(precision: str, device: str, flags: tuple[str, ...]) -> str:
