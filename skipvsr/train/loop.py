@@ -57,7 +57,7 @@ from skipvsr.routing import ESTIMATOR_INPUTS, SKIP_OUTPUTS, Route
 from skipvsr.signals import on_sigterm
 from skipvsr.train.data import ClipSampler, default_cache, load_split
 from skipvsr.train.losses import MAPPINGS, charbonnier, feature_alignment_loss, mask_loss
-from skipvsr.weights import load_model, read_state_dict
+from skipvsr.weights import load_model
 
 SCHEDULES = ("full", "estimator_only")
 SKIP_MODES = ("hard", "random")
@@ -75,7 +75,7 @@ class TrainConfig:
     num_block: int = 30
     shared_estimator: bool = False
     estimator_inputs: str = "difference"  # difference | difference+feature (ablation)
-    init: str = ""  # start the student from this run dir's last.pt or SkipVSR checkpoint
+    init: str = ""  # start the student from a run dir's last.pt, or a SkipVSR model name/file
     # optimisation
     schedule: str = "full"  # full | estimator_only
     steps: int = 1000
@@ -249,8 +249,8 @@ def build_student(cfg: TrainConfig, teacher: BasicVSR) -> BasicVSR:
         init = Path(cfg.init)
         if init.is_dir():
             weights = load_checkpoint(init / "last.pt")["student"]
-        else:
-            weights = read_state_dict(init)
+        else:  # a registry name or file; an estimator-only file brings its named backbone
+            weights = load_model(cfg.init).state_dict()
         student.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
     student.spynet.requires_grad_(cfg.spynet_lr > 0 and cfg.schedule == "full")
     backbone_trains = cfg.schedule == "full"
