@@ -346,6 +346,12 @@ class Router:
                 self._tau = self._next_threshold()
             self._scores = []
             tau = 0.0 if self._full_frame and self.step > 0 else self._tau
+            if (
+                r.block_budget is not None
+                and not self._full_frame
+                and self._last_free_frame(self.step)
+            ):
+                tau = None  # decided block by block (see decide)
         else:
             tau = None
             if self._full_frame:
@@ -365,6 +371,10 @@ class Router:
                 self._plan = keep.view(-1, 1, 1, 1).expand(-1, *cells).to(self.device)
         self.thresholds.append(-1.0 if tau is None else tau)
         self.step += 1
+
+    def _last_free_frame(self, step: int) -> bool:
+        """Whether every propagation step after ``step`` is forced."""
+        return self._forced_count(step + 1) == self.num_frames - step - 1
 
     def _forced_count(self, start: int) -> int:
         return sum(self.forced(s) for s in range(start, self.num_frames))
@@ -405,9 +415,14 @@ class Router:
 
     def _next_threshold(self) -> float | None:
         """Plan a budget frame: the global threshold that would run the owed fraction of the
-        last frame's scores, and the share of each block under it (:attr:`_alloc`), rescaled
-        so that the shares average the owed fraction exactly. ``None`` when the last frame
-        had no scores (it was the first): then every block runs the owed fraction."""
+        last frame's scores. Blocks apply it to their own scores, so the spend follows the
+        content from frame to frame as with a fixed threshold, and what a frame over- or
+        under-spends is owed by the next ones (feedback through :meth:`_owed_fraction`).
+
+        Also plans each block's share under that threshold (:attr:`_alloc`), rescaled to
+        average the owed fraction exactly; the clip's last free frame takes those shares by
+        the block's own scores so that the clip lands on its budget. ``None`` when the last
+        frame had no scores (it was the first): then every block runs the owed fraction."""
         self._want = self._owed_fraction()
         if len(self._scores) != self.num_blocks:
             self._alloc = torch.full((self.num_blocks,), self._want)
@@ -483,9 +498,9 @@ class Router:
             run = self._plan[m]
         else:
             tau = self._tau
-            if r.block_budget is not None:
-                # this block's planned share, taken by its own scores: exact budgets even when
-                # the scores drift from frame to frame
+            if r.block_budget is not None and (tau is None or self._last_free_frame(self.step - 1)):
+                # this block's planned share, taken by its own scores: exact on the frames
+                # that no later frame can correct
                 tau = self._quantile_threshold([score.detach()], float(self._alloc[m]))
             run = score.detach() <= 1.0 - tau
         if score is not None and self.estimator.warps_previous:

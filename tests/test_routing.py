@@ -92,6 +92,20 @@ def test_budget_is_reached_within_two_percent(policy, budget):
     assert abs(mac_fraction - budget) <= 0.02, (policy, mac_fraction)
 
 
+@pytest.mark.parametrize("frames", [6, 40])
+@pytest.mark.parametrize("budget", [0.63, 0.43])
+def test_learned_budget_is_reached_on_short_and_long_clips(frames, budget):
+    """The feedback controller lets the spend vary from frame to frame; the clip still lands
+    on its budget, a 6-frame clip (the forced first frame weighs most) as a 40-frame one."""
+    model = tiny_model()
+    lr = moving_clip(t=frames, h=32, w=40)[None]
+    route = Route(block_budget=cost.block_fraction_for_budget(budget), cell=8)
+    with torch.no_grad():
+        out = model(lr, route)
+    executed = float(torch.stack(list(out.executed.values())).mean())
+    assert abs(1 - cost.block_share() * (1 - executed) - budget) <= 0.02
+
+
 def test_feature_input_estimator_reads_the_current_features():
     """With ``difference+feature`` inputs, the second half of the weight scores ``|h_t|``."""
     est = ConfidenceEstimator(4, 2, inputs="difference+feature")
