@@ -83,6 +83,7 @@ def test_upscale_frame_folder_end_to_end(tmp_path):
         "--policy",
         "shallow",
         "--quiet",
+        "--low-memory",
         "--stats",
         str(stats),
     )

@@ -24,7 +24,7 @@ from skipvsr.cli.jobs import map_fn, map_view, merged_stats
 from skipvsr.frames import MediaError
 from skipvsr.routing import POLICIES, Route
 from skipvsr.video.io import MediaInfo, probe
-from skipvsr.video.streaming import MapVideo, limit_heap_growth, upscale_media
+from skipvsr.video.streaming import MapVideo, tune_allocator, upscale_media
 from skipvsr.weights import REGISTRY, CheckpointError, registered_skip, resolve
 
 MAX_UPLOAD_MB = 20
@@ -289,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
         raise RuntimeError(
             "app: gradio is not installed (pip install 'skipvsr[app]', or make app)"
         ) from None
-    limit_heap_growth()
+    tune_allocator()
     with tempfile.TemporaryDirectory(prefix="skipvsr-app-") as root:
         page = build_page(Path(root))
         print(f"skipvsr app: http://{args.host}:{args.port} ({CAPS})", flush=True)

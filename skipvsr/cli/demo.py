@@ -24,7 +24,7 @@ from skipvsr.degradation import imresize_bicubic
 from skipvsr.frames import to_tensor, to_uint8
 from skipvsr.routing import Route
 from skipvsr.video.io import FrameSource
-from skipvsr.video.streaming import EncodeOptions, limit_heap_growth, upscale_media
+from skipvsr.video.streaming import EncodeOptions, tune_allocator, upscale_media
 from skipvsr.weights import registered_skip
 
 DEMO_CLIP = "bigbuckbunny.mp4"
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     lw, lh = 1280 // args.shrink, 720 // args.shrink
-    limit_heap_growth()
+    tune_allocator()
     print(f"demo: {DEMO_CLIP}, first {args.frames} frames, shrunk x{args.shrink} to {lw}x{lh}")
     lr_path, ref_path = demo_inputs(out.parent, args.shrink, args.frames)
     shown = "(full network)" if route is None else {"budget": args.budget, "policy": args.policy}

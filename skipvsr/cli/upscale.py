@@ -23,7 +23,7 @@ from skipvsr.cli.args import (
     positive_int,
 )
 from skipvsr.routing import POLICIES, Route
-from skipvsr.video.streaming import MapVideo, limit_heap_growth
+from skipvsr.video.streaming import MapVideo, tune_allocator
 from skipvsr.weights import recommended_budget, registered_skip
 
 
@@ -155,6 +155,12 @@ def add_parser(sub) -> None:
         action="store_true",
         help="continue the unfinished job kept beside each output (same settings and input)",
     )
+    p.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="keep peak memory flat however long the video, at a speed cost (default: the "
+        "allocator keeps freed memory for reuse, about 1.6x faster on 1 thread)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--stats", default=None, help="write run statistics as JSON (one input)")
     p.add_argument(
@@ -224,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
     if args.routing_video is not None:
         cell = args.cell if args.patch is None and args.tile is None else None
         maps = (MapVideo(args.routing_video, jobs.map_view(model, cell, args.side_by_side)),)
-    limit_heap_growth()
+    tune_allocator(low_memory=args.low_memory)
     settings = jobs.job_settings(args, model, route)
     if not batch and args.ray is None:
         summary = jobs.upscale_one(*pairs[0], model, route, args, settings, maps)
