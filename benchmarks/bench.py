@@ -54,6 +54,7 @@ from skipvsr.api import SIMD_FLAGS, Upscaler, cpu_flags, load  # noqa: E402
 from skipvsr.backbone import BasicVSR  # noqa: E402
 from skipvsr.cli.args import default_model  # noqa: E402
 from skipvsr.routing import PatchGrid, Route, Router  # noqa: E402
+from skipvsr.video.streaming import tune_allocator  # noqa: E402
 from skipvsr.weights import load_model  # noqa: E402
 
 
@@ -256,7 +257,16 @@ def main() -> int:
         help="comma-separated thread counts for the routed_learned/routed_rotate rows "
         "(default: --threads)",
     )
+    p.add_argument(
+        "--allocator",
+        choices=("upscale", "low-memory", "glibc"),
+        default="upscale",
+        help="glibc allocator setting: as `skipvsr upscale` (default), as with its "
+        "--low-memory, or glibc's own defaults",
+    )
     args = p.parse_args()
+    if args.allocator != "glibc":
+        tune_allocator(low_memory=args.allocator == "low-memory")
     if args.threads:
         torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))
@@ -268,6 +278,7 @@ def main() -> int:
         "frames": args.frames,
         "repeats": args.repeats,
         "threads": torch.get_num_threads(),
+        "allocator": args.allocator,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         **cpu_info(),
