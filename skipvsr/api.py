@@ -19,7 +19,7 @@ from skipvsr import cost
 from skipvsr.backbone import BRANCHES, BasicVSR, VSROutput
 from skipvsr.routing import Route
 from skipvsr.tiling import TubeLayout, tube_starts
-from skipvsr.weights import DEFAULT_MODEL, load_model
+from skipvsr.weights import DEFAULT_MODEL, full_network, load_model
 
 MODES = ("full", "patch")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -162,16 +162,39 @@ class _Pass:
 
 class Upscaler:
     """A loaded model plus the knobs of inference: device and precision (``auto`` resolved by
-    :func:`resolve_precision` against this CPU's flags; :attr:`precision` is the result)."""
+    :func:`resolve_precision` against this CPU's flags; :attr:`precision` is the result).
 
-    def __init__(self, model: BasicVSR, device: str = "cpu", precision: str = "auto") -> None:
+    ``full_model``: the network that runs whenever a route runs everything (threshold 0,
+    budget 1): a SkipVSR model whose backbone was fine-tuned for skipping declares the
+    official network it was distilled from, so its full cost *is* that network, bit for bit.
+    ``None``: ``model`` itself runs at full cost.
+    """
+
+    def __init__(
+        self,
+        model: BasicVSR,
+        device: str = "cpu",
+        precision: str = "auto",
+        full_model: BasicVSR | None = None,
+    ) -> None:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but torch sees no CUDA device")
         self.device = torch.device(device)
         self.cpu_flags = cpu_flags()
         self.precision = resolve_precision(precision, self.device.type, self.cpu_flags)
         self.model = model.to(self.device).eval().upsampler_channels_last()
+        self.full_model = full_model
+        if full_model is not None:
+            if (full_model.num_feat, full_model.num_block) != (model.num_feat, model.num_block):
+                raise ValueError("full_model must have the shape of model")
+            self.full_model = full_model.to(self.device).eval().upsampler_channels_last()
         self.net = cost.NetworkShape(model.num_feat, model.num_block)
+
+    def network_for(self, route: Route) -> BasicVSR:
+        """The network that runs ``route``: :attr:`full_model` when it runs everything."""
+        if self.full_model is not None and route.runs_everything():
+            return self.full_model
+        return self.model
 
     @property
     def has_estimators(self) -> bool:
@@ -209,12 +232,13 @@ class Upscaler:
         return replace(route, cell=patch) if mode == "patch" else route
 
     def _forward(self, lr: torch.Tensor, route: Route, flows=None) -> VSROutput:
+        model = self.network_for(route)
         if self.precision == "bf16":
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                out = self.model(lr, route, flows)
+                out = model(lr, route, flows)
             out.sr = out.sr.float()
             return out
-        return self.model(lr, route, flows)
+        return model(lr, route, flows)
 
     def _run_full(self, lr: torch.Tensor, route: Route) -> _Pass:
         """Whole frames ``(T, 3, H, W)``, routing on a grid of ``route.cell`` patches."""
@@ -239,7 +263,7 @@ class Upscaler:
         tubes = layout.split(lr)
         flows = None
         if not tube_flow and t > 1:
-            fb, ff = self.model.compute_flows(lr[None])
+            fb, ff = self.network_for(route).compute_flows(lr[None])
             flows = (layout.split(fb[0]), layout.split(ff[0]))
         srs, maps, thresholds = [], [], []
         weighted = dict.fromkeys(BRANCHES, 0)  # branch -> sum of (T, num_block) * tubes
@@ -351,5 +375,12 @@ def _blocks_run(block_map: dict[str, torch.Tensor | None]) -> torch.Tensor | Non
 def load(
     name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str = "cpu", precision: str = "auto"
 ) -> Upscaler:
-    """Load a registered model name or checkpoint path into an :class:`Upscaler`."""
-    return Upscaler(load_model(name_or_path), device=device, precision=precision)
+    """Load a registered model name or checkpoint path into an :class:`Upscaler` (with the
+    registered full-cost network, :func:`skipvsr.weights.full_network`, when there is one)."""
+    full = full_network(name_or_path)
+    return Upscaler(
+        load_model(name_or_path),
+        device=device,
+        precision=precision,
+        full_model=None if full is None else load_model(full),
+    )

@@ -266,6 +266,13 @@ def registered_skip(name_or_path: str | os.PathLike) -> str:
     return "reuse" if entry is None else entry.get("skip", "reuse")
 
 
+def full_network(name_or_path: str | os.PathLike) -> str | None:
+    """The registered network that runs at full cost instead of this model (``full_network``:
+    the official backbone a fine-tuned student was distilled from), or ``None``."""
+    entry = REGISTRY.get(str(name_or_path))
+    return None if entry is None else entry.get("full_network")
+
+
 def recommended_budget(name_or_path: str | os.PathLike) -> float | None:
     """The registered model's recommended MAC budget (its default operating point), or
     ``None`` (run the full network) for checkpoint paths and models without one."""

@@ -40,6 +40,22 @@ def test_threshold_zero_equals_the_plain_forward(up):
     assert torch.equal(sr, plain)
 
 
+def test_full_cost_runs_the_declared_full_network_bit_for_bit():
+    """A fine-tuned student that declares its teacher as ``full_model``: any route that runs
+    everything is the teacher exactly; a skipping route runs the student."""
+    student, teacher = tiny_model(seed=1), tiny_model(seed=2, estimators=False)
+    up = Upscaler(student, full_model=teacher)
+    lr = moving_clip(t=3, h=12, w=16)
+    with torch.inference_mode():
+        plain_teacher = teacher(lr[None]).sr[0].clamp(0, 1)
+        routed_student = student(lr[None], Route(threshold=0.5, cell=8)).sr[0].clamp(0, 1)
+    for route in (Route(), Route(threshold=0.0), Route(budget=1.0, block_budget=1.0)):
+        assert torch.equal(up.upscale(lr, route)[0], plain_teacher)
+    assert torch.equal(up.upscale(lr, Route(threshold=0.5, cell=8))[0], routed_student)
+    with pytest.raises(ValueError, match="full_model must have the shape of model"):
+        Upscaler(student, full_model=tiny_model(num_block=4, estimators=False))
+
+
 @pytest.mark.parametrize(
     "lr, kwargs, match",
     [
