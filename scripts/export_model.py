@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         "degradation": "BI",
         "published": {{}},
         "estimators": True,
+        "skip": "{state["config"].get("skip", "reuse")}",
+        "full_network": "{state["config"]["teacher"]}",  # full cost = the teacher, bit for bit
     }},''')
     return 0
 

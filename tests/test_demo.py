@@ -13,21 +13,25 @@ from skipvsr.video.io import probe
 from skipvsr.weights import REGISTRY, load_model, resolve, sha256
 from tests.conftest import moving_clip
 
+SHIPPED = ["skipvsr-vimeo-bi", "skipvsr-vimeo-bi-ft"]
 
-def test_shipped_model_is_registered_small_and_loads_as_float32():
-    path = resolve("skipvsr-vimeo-bi")
-    assert sha256(path) == REGISTRY["skipvsr-vimeo-bi"]["sha256"]
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_is_registered_small_and_loads_as_float32(name):
+    path = resolve(name)
+    assert sha256(path) == REGISTRY[name]["sha256"]
     assert path.stat().st_size < 14_000_000  # float16 storage
-    model = load_model("skipvsr-vimeo-bi")
+    model = load_model(name)
     assert model.has_estimators
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
-def test_shipped_model_at_full_cost_is_the_official_model_bit_for_bit():
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_at_full_cost_is_the_official_model_bit_for_bit(name):
     import skipvsr
 
     lr = moving_clip(t=3, h=16, w=20)
-    shipped, _ = skipvsr.load("skipvsr-vimeo-bi").upscale(lr, skipvsr.Route(threshold=0.0))
+    shipped, _ = skipvsr.load(name).upscale(lr, skipvsr.Route(threshold=0.0))
     official, _ = skipvsr.load("basicvsr-vimeo-bi").upscale(lr)
     assert torch.equal(shipped, official)
 
