@@ -71,12 +71,12 @@ def tune_allocator(low_memory: bool = False) -> None:
     * Speed (default). A buffer that is mmapped, or whose heap pages were trimmed, is
       page-faulted and zeroed again at its next allocation. So buffers up to glibc's largest
       fixed mmap threshold (32 MiB: LR feature maps) come from the heap, which is never
-      trimmed and grows in 256 MiB steps, and one arena serves every thread (several arenas
-      fragmented: peak RSS grew 1.19x from 300 to 3000 frames at 64x48). The full network ran
-      1.64x faster than with the 64 KiB threshold.
+      trimmed and grows in 256 MiB steps. The full network ran 1.64x faster than with the
+      64 KiB threshold. (Limiting glibc to one arena flattened the memory at 64x48 too, but
+      made the streamed output differ from run to run, so it is not done.)
     * ``low_memory``: every buffer of 64 KiB or more is mmapped, so frame buffers never
       fragment the heap and peak RSS does not grow with the video's length (1000 vs 100
-      frames at 320x180 -> 1280x720: 1.06x, against 1.19-1.36x with the default), at the
+      frames at 320x180 -> 1280x720: 1.06x, against 1.36x with the default), at the
       page-fault cost above.
 
     The setting holds for the whole process, so entry points (the commands) call this, once.
@@ -85,14 +85,13 @@ def tune_allocator(low_memory: bool = False) -> None:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return
-    m_trim_threshold, m_top_pad, m_mmap_threshold, m_arena_max = -1, -2, -3, -8
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
     if low_memory:
         libc.mallopt(m_mmap_threshold, HEAP_BOUNDED_MMAP_THRESHOLD)
         return
     libc.mallopt(m_mmap_threshold, HEAP_FAST_MMAP_THRESHOLD)
     libc.mallopt(m_trim_threshold, 2**31 - 1)
     libc.mallopt(m_top_pad, 256 * 1024 * 1024)
-    libc.mallopt(m_arena_max, 1)
 
 
 class _Worker(threading.Thread):
