@@ -259,14 +259,14 @@ def main() -> int:
     )
     p.add_argument(
         "--allocator",
-        choices=("upscale", "low-memory", "glibc"),
+        choices=("upscale", "fast", "glibc"),
         default="upscale",
-        help="glibc allocator setting: as `skipvsr upscale` (default), as with its "
-        "--low-memory, or glibc's own defaults",
+        help="glibc allocator setting: as `skipvsr upscale` (default), the heap-reusing "
+        "`tune_allocator(fast=True)`, or glibc's own defaults",
     )
     args = p.parse_args()
     if args.allocator != "glibc":
-        tune_allocator(low_memory=args.allocator == "low-memory")
+        tune_allocator(fast=args.allocator == "fast")
     if args.threads:
         torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))

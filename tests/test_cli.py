@@ -83,7 +83,6 @@ def test_upscale_frame_folder_end_to_end(tmp_path):
         "--policy",
         "shallow",
         "--quiet",
-        "--low-memory",
         "--stats",
         str(stats),
     )

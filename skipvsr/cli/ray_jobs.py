@@ -38,13 +38,7 @@ from skipvsr.cli.jobs import (
 from skipvsr.routing import Route
 from skipvsr.video.io import check_output
 from skipvsr.video.job import Resumable
-from skipvsr.video.streaming import (
-    EncodeOptions,
-    expected_chunks,
-    render_chunks,
-    stream_settings,
-    tune_allocator,
-)
+from skipvsr.video.streaming import EncodeOptions, expected_chunks, render_chunks, stream_settings
 
 MAX_RETRIES = 3  # Ray's retries of a task whose worker died
 
@@ -73,12 +67,7 @@ def connect(ray, address: str) -> None:
 
 def render_range(model: Upscaler, args: argparse.Namespace, route: Route, src: str,
                  first: int, last: int | None) -> list:  # fmt: skip
-    """Ray task body: chunks ``first..last`` of ``src`` as ``(index, images, stamps, stats)``.
-
-    The worker's allocator is set as the driver's: buffer addresses (page-aligned when
-    mmapped, or not) can change the float summation order of the CPU kernels, so the same
-    setting is what makes Ray's output equal the single process's."""
-    tune_allocator(low_memory=args.low_memory)
+    """Ray task body: chunks ``first..last`` of ``src`` as ``(index, images, stamps, stats)``."""
     torch.set_num_threads(1)
     return list(render_chunks(src, model_fn(model, args, route), first, last, **chunk_args(args)))
 

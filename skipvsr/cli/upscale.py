@@ -155,12 +155,6 @@ def add_parser(sub) -> None:
         action="store_true",
         help="continue the unfinished job kept beside each output (same settings and input)",
     )
-    p.add_argument(
-        "--low-memory",
-        action="store_true",
-        help="keep peak memory flat however long the video, at a speed cost (default: the "
-        "allocator keeps freed memory for reuse, about 1.6x faster on 1 thread)",
-    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--stats", default=None, help="write run statistics as JSON (one input)")
     p.add_argument(
@@ -230,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     if args.routing_video is not None:
         cell = args.cell if args.patch is None and args.tile is None else None
         maps = (MapVideo(args.routing_video, jobs.map_view(model, cell, args.side_by_side)),)
-    tune_allocator(low_memory=args.low_memory)
+    tune_allocator()
     settings = jobs.job_settings(args, model, route)
     if not batch and args.ray is None:
         summary = jobs.upscale_one(*pairs[0], model, route, args, settings, maps)

@@ -58,26 +58,22 @@ MapFn = Callable[[Any], np.ndarray]
 _DONE = object()
 
 
-HEAP_FAST_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest
-HEAP_BOUNDED_MMAP_THRESHOLD = 64 * 1024
-
-
-def tune_allocator(low_memory: bool = False) -> None:
+def tune_allocator(fast: bool = False) -> None:
     """Set glibc's allocator for a long upscaling job (no-op without glibc).
 
-    Two costs pull against each other (measured at 180x320 LR, 1 thread, and with the
-    bilinear stand-in of ``benchmarks/stream_memory.py``; README, Speed):
+    Default (what the commands use): every buffer of 64 KiB or more is mmapped, so frame
+    buffers never fragment the heap and peak RSS does not grow with the video's length (1000
+    vs 100 frames: 1.026x at 64x48, 1.063x at 320x180 -> 1280x720; with glibc's dynamic
+    threshold it grew 1.22x). The price: every feature map is page-faulted and zeroed afresh,
+    and the full network runs 1.64x slower than with ``fast`` (README, Speed).
 
-    * Speed (default). A buffer that is mmapped, or whose heap pages were trimmed, is
-      page-faulted and zeroed again at its next allocation. So buffers up to glibc's largest
-      fixed mmap threshold (32 MiB: LR feature maps) come from the heap, which is never
-      trimmed and grows in 256 MiB steps. The full network ran 1.64x faster than with the
-      64 KiB threshold. (Limiting glibc to one arena flattened the memory at 64x48 too, but
-      made the streamed output differ from run to run, so it is not done.)
-    * ``low_memory``: every buffer of 64 KiB or more is mmapped, so frame buffers never
-      fragment the heap and peak RSS does not grow with the video's length (1000 vs 100
-      frames at 320x180 -> 1280x720: 1.06x, against 1.36x with the default), at the
-      page-fault cost above.
+    ``fast`` (benchmarks only, for now): buffers up to glibc's largest fixed mmap threshold
+    (32 MiB) come from a heap that is never trimmed, so freed memory is reused without page
+    faults. Not the default because reused heap memory made the streamed output of
+    ``skipvsr upscale`` differ between identical runs (with one arena always, otherwise now
+    and then: ``tests/test_ray.py``), which points at a buffer of the threaded pipeline read
+    before it is written or after it is freed; until that is found, mmapped (zeroed) buffers
+    keep the output reproducible.
 
     The setting holds for the whole process, so entry points (the commands) call this, once.
     """
@@ -86,10 +82,10 @@ def tune_allocator(low_memory: bool = False) -> None:
     except OSError:
         return
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    if low_memory:
-        libc.mallopt(m_mmap_threshold, HEAP_BOUNDED_MMAP_THRESHOLD)
+    if not fast:
+        libc.mallopt(m_mmap_threshold, 64 * 1024)
         return
-    libc.mallopt(m_mmap_threshold, HEAP_FAST_MMAP_THRESHOLD)
+    libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
     libc.mallopt(m_trim_threshold, 2**31 - 1)
     libc.mallopt(m_top_pad, 256 * 1024 * 1024)
 
