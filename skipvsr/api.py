@@ -182,12 +182,17 @@ class Upscaler:
         self.device = torch.device(device)
         self.cpu_flags = cpu_flags()
         self.precision = resolve_precision(precision, self.device.type, self.cpu_flags)
+        if full_model is not None and (full_model.num_feat, full_model.num_block) != (
+            model.num_feat,
+            model.num_block,
+        ):
+            raise ValueError("full_model must have the shape of model")
         self.model = model.to(self.device).eval().upsampler_channels_last()
-        self.full_model = full_model
-        if full_model is not None:
-            if (full_model.num_feat, full_model.num_block) != (model.num_feat, model.num_block):
-                raise ValueError("full_model must have the shape of model")
-            self.full_model = full_model.to(self.device).eval().upsampler_channels_last()
+        self.full_model = (
+            None
+            if full_model is None
+            else full_model.to(self.device).eval().upsampler_channels_last()
+        )
         self.net = cost.NetworkShape(model.num_feat, model.num_block)
 
     def network_for(self, route: Route) -> BasicVSR:

@@ -307,6 +307,7 @@ class Router:
         self.step = 0
         self._free_steps = 0  # steps so far that were not forced
         self._full_frame = False
+        self._exact_shares = False  # budget frame no later frame can correct (see decide)
         self._gen = torch.Generator().manual_seed(route.seed)
         self._plan: torch.Tensor | None = None
         self._scores: list[torch.Tensor] = []
@@ -346,11 +347,12 @@ class Router:
                 self._tau = self._next_threshold()
             self._scores = []
             tau = 0.0 if self._full_frame and self.step > 0 else self._tau
-            if (
+            self._exact_shares = (
                 r.block_budget is not None
                 and not self._full_frame
                 and self._last_free_frame(self.step)
-            ):
+            )
+            if self._exact_shares:
                 tau = None  # decided block by block (see decide)
         else:
             tau = None
@@ -498,7 +500,7 @@ class Router:
             run = self._plan[m]
         else:
             tau = self._tau
-            if r.block_budget is not None and (tau is None or self._last_free_frame(self.step - 1)):
+            if r.block_budget is not None and (tau is None or self._exact_shares):
                 # this block's planned share, taken by its own scores: exact on the frames
                 # that no later frame can correct
                 tau = self._quantile_threshold([score.detach()], float(self._alloc[m]))
