@@ -259,14 +259,15 @@ def main() -> int:
     )
     p.add_argument(
         "--allocator",
-        choices=("upscale", "fast", "glibc"),
+        choices=("upscale", "mmap", "glibc"),
         default="upscale",
-        help="glibc allocator setting: as `skipvsr upscale` (default), the heap-reusing "
-        "`tune_allocator(fast=True)`, or glibc's own defaults",
+        help="glibc allocator setting: as `skipvsr upscale` (default: the heap-reusing "
+        "`tune_allocator()`), every buffer mmapped (`tune_allocator(fast=False)`), or glibc's "
+        "own defaults",
     )
     args = p.parse_args()
     if args.allocator != "glibc":
-        tune_allocator(fast=args.allocator == "fast")
+        tune_allocator(fast=args.allocator == "upscale")
     if args.threads:
         torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))

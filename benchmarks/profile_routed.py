@@ -5,8 +5,8 @@ on real frames and splits the routed pass into the router's parts by wrapping th
 
     python benchmarks/profile_routed.py --threads 1 --budget 0.63 [--allocator glibc]
 
-``--allocator`` sets glibc's allocator as ``skipvsr upscale`` does (``upscale``), to the
-heap-reusing ``tune_allocator(fast=True)`` (``fast``), or leaves glibc's defaults (``glibc``);
+``--allocator`` sets glibc's allocator as ``skipvsr upscale`` does (``upscale``, the heap-reusing
+``tune_allocator()``), mmaps every buffer (``mmap``), or leaves glibc's defaults (``glibc``);
 the full pass's time shows what page faults cost. Run it alone on the machine: the
 numbers are wall times.
 """
@@ -65,10 +65,10 @@ def main() -> int:
     p.add_argument("--size", default="180x320")
     p.add_argument("--frames", type=int, default=5)
     p.add_argument("--cell", type=int, default=32)
-    p.add_argument("--allocator", choices=("upscale", "fast", "glibc"), default="upscale")
+    p.add_argument("--allocator", choices=("upscale", "mmap", "glibc"), default="upscale")
     args = p.parse_args()
     if args.allocator != "glibc":
-        tune_allocator(fast=args.allocator == "fast")
+        tune_allocator(fast=args.allocator == "upscale")
     torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))
     model = load_model(args.model).eval().upsampler_channels_last()

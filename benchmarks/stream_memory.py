@@ -4,7 +4,7 @@ Generates synthetic H.264 clips of N frames (default 100 and 1000, 64x48 LR), th
 :func:`skipvsr.video.streaming.upscale_media` (decode, chunking, x4 encode) with a cheap bilinear
 stand-in model in a fresh subprocess per clip and reports its peak RSS (``VmHWM``).
 
-    python benchmarks/stream_memory.py --frames 100 1000 [--size 320x180] [--fast]
+    python benchmarks/stream_memory.py --frames 100 1000 [--size 320x180] [--mmap]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 CHILD = """
 import sys
 from skipvsr.video.streaming import bilinear_upscale, tune_allocator, upscale_media
-tune_allocator(fast=sys.argv[3] == "1")  # as `skipvsr upscale` does, or the fast setting
+tune_allocator(fast=sys.argv[3] == "0")  # as `skipvsr upscale` does, or every buffer mmapped
 s = upscale_media(sys.argv[1], sys.argv[2], bilinear_upscale, progress=False)
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
 print(s.frames, hwm)
@@ -45,9 +45,9 @@ def make_clip(path: Path, n: int, w: int = 64, h: int = 48) -> None:
             out.mux(p)
 
 
-def measure(counts: list[int], w: int = 64, h: int = 48, fast: bool = False) -> dict[int, float]:
+def measure(counts: list[int], w: int = 64, h: int = 48, mmap: bool = False) -> dict[int, float]:
     """Peak RSS in MiB of one fresh streamed job per frame count in ``counts`` at ``w x h`` LR
-    (the allocator set as by ``skipvsr upscale``, or ``tune_allocator(fast=True)``)."""
+    (the allocator set as by ``skipvsr upscale``, or ``tune_allocator(fast=False)``)."""
     peaks = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:
@@ -55,7 +55,7 @@ def measure(counts: list[int], w: int = 64, h: int = 48, fast: bool = False) -> 
             make_clip(clip, n, w, h)
             res = subprocess.run(
                 [sys.executable, "-c", CHILD, str(clip), str(Path(tmp) / f"out{n}.mp4"),
-                 str(int(fast))],
+                 str(int(mmap))],
                 check=True, capture_output=True, text=True,
             )  # fmt: skip
             frames, kib = res.stdout.split()[-2:]
@@ -68,10 +68,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, nargs="+", default=[100, 1000])
     p.add_argument("--size", default="64x48", help="LR width x height")
-    p.add_argument("--fast", action="store_true", help="tune_allocator(fast=True)")
+    p.add_argument("--mmap", action="store_true", help="tune_allocator(fast=False)")
     args = p.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
-    peaks = measure(args.frames, w, h, args.fast)
+    peaks = measure(args.frames, w, h, args.mmap)
     if len(peaks) > 1:
         lo, hi = min(peaks), max(peaks)
         print(f"ratio {hi} vs {lo} frames: {peaks[hi] / peaks[lo]:.3f}")

@@ -134,6 +134,24 @@ def test_sigkill_at_three_random_points_then_resume_is_identical(tmp_path, tiny_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "in.srt", "out.mkv", "ref.mkv"]
 
 
+def test_identical_runs_write_identical_files(tmp_path):
+    # With the commands' heap-reusing allocator and one arena, libx264 read bytes it never
+    # wrote, and the encoded stream of the same job differed in most runs (filled_heap).
+    clip = make_clip(tmp_path / "in.mp4", n=14, w=16, h=16)
+    outs = [tmp_path / f"out{i}.mp4" for i in range(3)]
+    runs = "\n".join(
+        f"assert main({['upscale', str(clip), '-o', str(out), *CHUNKING]!r}) == 0" for out in outs
+    )
+    script = TINY_CLI.replace("sys.exit(main(sys.argv[1:]))", runs)
+    env = {**ENV, "MALLOC_ARENA_MAX": "1"}
+    subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, check=True, timeout=120)
+    streams = []
+    for out in outs:
+        with av.open(str(out)) as c:
+            streams.append([bytes(p) for p in c.demux(c.streams.video[0]) if p.size])
+    assert streams[1] == streams[0] and streams[2] == streams[0]
+
+
 def test_resume_refuses_other_settings_and_another_input(tmp_path, tiny_load, capsys):
     clip = make_clip(tmp_path / "in.mp4", n=16, w=32, h=24)
     out = tmp_path / "out.mp4"
