@@ -76,9 +76,9 @@ REGISTRY: dict[str, dict] = {
     "skipvsr-vimeo-bi-ft": {
         "file": "skipvsr-vimeo-bi-ft.pt",
         "package": "skipvsr",
-        "sha256": "f006af5b03448233bf4191dfaada239c393d86157078fa467d2cb5c38c0851d3",
+        "sha256": "92f23cfb0e49239fecfb73651b3b432973570242d242d4e5a5ea4b21af61225a",
         "source": "trained in this project: skipvsr-vimeo-bi's estimators and the official"
-        " backbone fine-tuned together with warped reuse in the loop, 251 steps on CPU"
+        " backbone fine-tuned together with warped reuse in the loop, 400 steps on CPU"
         " (configs/skipvsr-vimeo-bi-reuse-ft.yaml), stored as float16; at full cost it runs"
         " basicvsr-vimeo-bi itself",
         "license": "Apache-2.0 (training data: DAVIS 2016 CC BY 4.0, Perazzi et al. CVPR 2016)",

@@ -19,7 +19,8 @@ routing-map video is drawn from the chunk being written, so it adds one chunk's 
 
 Streaming never sees the model: ``upscale_fn`` is any function of a clip, and whatever stats
 it returns come back per chunk in the :class:`StreamSummary` for the caller to merge. Nothing
-here changes the process (allocator, printing): entry points call :func:`tune_allocator`.
+here changes a process setting (allocator, printing): entry points call :func:`tune_allocator`;
+between chunks the pipeline only hands the heap's free memory back (:func:`release_free_memory`).
 """
 
 from __future__ import annotations
