@@ -54,7 +54,7 @@ from skipvsr.api import SIMD_FLAGS, Upscaler, cpu_flags, load  # noqa: E402
 from skipvsr.backbone import BasicVSR  # noqa: E402
 from skipvsr.cli.args import default_model  # noqa: E402
 from skipvsr.routing import PatchGrid, Route, Router  # noqa: E402
-from skipvsr.video.streaming import tune_allocator  # noqa: E402
+from skipvsr.video.heap import tune_allocator  # noqa: E402
 from skipvsr.weights import load_model  # noqa: E402
 
 

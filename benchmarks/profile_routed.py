@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench import real_frames  # noqa: E402
 from skipvsr import backbone, flow, routing  # noqa: E402
 from skipvsr.routing import Route  # noqa: E402
-from skipvsr.video.streaming import tune_allocator  # noqa: E402
+from skipvsr.video.heap import tune_allocator  # noqa: E402
 from skipvsr.weights import load_model  # noqa: E402
 
 PARTS = [

@@ -22,7 +22,8 @@ import numpy as np
 # parent (the benchmark) would report the parent's peak.
 CHILD = """
 import sys
-from skipvsr.video.streaming import bilinear_upscale, tune_allocator, upscale_media
+from skipvsr.video.heap import tune_allocator
+from skipvsr.video.streaming import bilinear_upscale, upscale_media
 tune_allocator(fast=sys.argv[3] == "0")  # as `skipvsr upscale` does, or every buffer mmapped
 s = upscale_media(sys.argv[1], sys.argv[2], bilinear_upscale, progress=False)
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]

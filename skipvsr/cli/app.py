@@ -23,8 +23,9 @@ from skipvsr.cli.demo import DEMO_CLIP, demo_inputs, psnr_against
 from skipvsr.cli.jobs import map_fn, map_view, merged_stats
 from skipvsr.frames import MediaError
 from skipvsr.routing import POLICIES, Route
+from skipvsr.video.heap import tune_allocator
 from skipvsr.video.io import MediaInfo, probe
-from skipvsr.video.streaming import MapVideo, tune_allocator, upscale_media
+from skipvsr.video.streaming import MapVideo, upscale_media
 from skipvsr.weights import REGISTRY, CheckpointError, registered_skip, resolve
 
 MAX_UPLOAD_MB = 20

@@ -23,8 +23,9 @@ from skipvsr.cli.jobs import report, write_stats
 from skipvsr.degradation import imresize_bicubic
 from skipvsr.frames import to_tensor, to_uint8
 from skipvsr.routing import Route
+from skipvsr.video.heap import tune_allocator
 from skipvsr.video.io import FrameSource
-from skipvsr.video.streaming import EncodeOptions, tune_allocator, upscale_media
+from skipvsr.video.streaming import EncodeOptions, upscale_media
 from skipvsr.weights import registered_skip
 
 DEMO_CLIP = "bigbuckbunny.mp4"

@@ -23,7 +23,8 @@ from skipvsr.cli.args import (
     positive_int,
 )
 from skipvsr.routing import POLICIES, Route
-from skipvsr.video.streaming import MapVideo, tune_allocator
+from skipvsr.video.heap import tune_allocator
+from skipvsr.video.streaming import MapVideo
 from skipvsr.weights import recommended_budget, registered_skip
 
 

@@ -22,11 +22,9 @@ source was tagged BT.601 and the output is still smaller than HD.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -37,6 +35,7 @@ from PIL import Image
 
 from skipvsr.frames import MediaError, list_frames, read_rgb8
 from skipvsr.video.audio import AuxCopier
+from skipvsr.video.heap import filled_heap
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v", ".avi", ".webm")
 MIN_SIZE = 8
@@ -385,49 +384,6 @@ def check_output(target: str | os.PathLike, *, overwrite: bool) -> Path:
             f"{', '.join(VIDEO_SUFFIXES)} or no suffix for a PNG folder)"
         )
     return target
-
-
-_M_PERTURB = -6  # glibc mallopt parameter
-_FILL_BYTE = 0xA5
-_fill_lock = threading.Lock()
-_fill_depth = 0
-
-
-def _mallopt() -> Callable[[int, int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return None
-
-
-@contextlib.contextmanager
-def filled_heap() -> Iterator[None]:
-    """While inside, every block glibc hands out is filled with a fixed byte (``M_PERTURB``).
-
-    libx264 reads bytes of its own buffers that it never wrote: with the encoder's input
-    identical bit for bit, a 176x96 routing video's first packet differed between two runs of
-    the same job about one run in three when the heap reused freed memory, and never with the
-    fill. So encoding runs inside this, and a resumed or Ray job reproduces an uninterrupted
-    one. Only here, not for the whole process: filling every feature map the model allocates
-    cost 31-40 % of the full network's time (README, Speed). Nests across threads; restores
-    ``MALLOC_PERTURB_`` from the environment on the way out.
-    """
-    global _fill_depth
-    mallopt = _mallopt()
-    if mallopt is None:
-        yield
-        return
-    with _fill_lock:
-        _fill_depth += 1
-        if _fill_depth == 1:
-            mallopt(_M_PERTURB, _FILL_BYTE)
-    try:
-        yield
-    finally:
-        with _fill_lock:
-            _fill_depth -= 1
-            if _fill_depth == 0:
-                mallopt(_M_PERTURB, int(os.environ.get("MALLOC_PERTURB_", "0") or 0))
 
 
 class FrameSink:

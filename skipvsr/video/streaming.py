@@ -19,14 +19,14 @@ routing-map video is drawn from the chunk being written, so it adds one chunk's 
 
 Streaming never sees the model: ``upscale_fn`` is any function of a clip, and whatever stats
 it returns come back per chunk in the :class:`StreamSummary` for the caller to merge. Nothing
-here changes a process setting (allocator, printing): entry points call :func:`tune_allocator`;
-between chunks the pipeline only hands the heap's free memory back (:func:`release_free_memory`).
+here changes a process setting (allocator, printing): entry points call
+:func:`skipvsr.video.heap.tune_allocator`; between chunks the pipeline only hands the heap's
+free memory back (:func:`skipvsr.video.heap.release_free_memory`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import queue
 import threading
@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from skipvsr.frames import MediaError, to_tensor, to_uint8
 from skipvsr.signals import sigterm_as_interrupt
+from skipvsr.video.heap import release_free_memory
 from skipvsr.video.io import MIN_SIZE, FrameSink, FrameSource, check_output
 from skipvsr.video.job import Resumable
 from skipvsr.video.overlay import MapView
@@ -57,48 +58,6 @@ UpscaleFn = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
 MapFn = Callable[[Any], np.ndarray]
 
 _DONE = object()
-
-
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-
-
-def tune_allocator(fast: bool = True) -> None:
-    """Set glibc's allocator for a long upscaling job (no-op without glibc).
-
-    ``fast`` (what the commands use): buffers up to glibc's largest fixed mmap threshold
-    (32 MiB) come from a heap that is not trimmed after every free, so the model's feature
-    maps reuse freed memory instead of being page-faulted and zeroed afresh (the full network
-    ran 1.65x faster on 2 threads than with mmapped buffers: README, Speed). Memory that the
-    heap holds free goes back to the system once per chunk (:func:`release_free_memory`), so
-    peak RSS stays flat on long videos.
-
-    ``fast=False``: every buffer of 64 KiB or more is mmapped and unmapped on free, so RSS
-    follows live memory exactly, at that speed cost.
-
-    The setting holds for the whole process, so entry points (the commands) call this, once.
-    """
-    libc = _libc()
-    if libc is None:
-        return
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    if not fast:
-        libc.mallopt(m_mmap_threshold, 64 * 1024)
-        return
-    libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
-    libc.mallopt(m_trim_threshold, 2**31 - 1)
-    libc.mallopt(m_top_pad, 256 * 1024 * 1024)
-
-
-def release_free_memory() -> None:
-    """Give the memory glibc's heap holds free back to the system (``malloc_trim``); the
-    pipeline calls it between chunks, where a reusing heap is at its emptiest."""
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
 
 
 class _Worker(threading.Thread):
