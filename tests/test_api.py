@@ -36,7 +36,7 @@ def test_threshold_zero_equals_the_plain_forward(up):
     lr = moving_clip(t=3, h=12, w=16)
     sr, _ = up.upscale(lr, Route(threshold=0.0))
     with torch.inference_mode():
-        plain = up.model(lr[None]).sr[0].clamp(0, 1)
+        plain = up.model(lr[None], precision=up.precision).sr[0].clamp(0, 1)
     assert torch.equal(sr, plain)
 
 
@@ -46,9 +46,11 @@ def test_full_cost_runs_the_declared_full_network_bit_for_bit():
     student, teacher = tiny_model(seed=1), tiny_model(seed=2, estimators=False)
     up = Upscaler(student, full_model=teacher)
     lr = moving_clip(t=3, h=12, w=16)
+    p = up.precision  # auto: fp32, or mixed on a CPU with native bf16
     with torch.inference_mode():
-        plain_teacher = teacher(lr[None]).sr[0].clamp(0, 1)
-        routed_student = student(lr[None], Route(threshold=0.5, cell=8)).sr[0].clamp(0, 1)
+        plain_teacher = teacher(lr[None], precision=p).sr[0].clamp(0, 1)
+        routed = student(lr[None], Route(threshold=0.5, cell=8), precision=p)
+        routed_student = routed.sr[0].clamp(0, 1)
     for route in (Route(), Route(threshold=0.0), Route(budget=1.0, block_budget=1.0)):
         assert torch.equal(up.upscale(lr, route)[0], plain_teacher)
     assert torch.equal(up.upscale(lr, Route(threshold=0.5, cell=8))[0], routed_student)
@@ -112,16 +114,26 @@ def test_merge_weights_chunks_by_frames(up):
 
 def test_auto_precision_follows_the_cpu_flags_and_the_quality_bar(monkeypatch):
     from skipvsr import api
+    from skipvsr.api import PrecisionCheck
 
     assert api.resolve_precision("fp32", "cpu", ("avx512_bf16",)) == "fp32"
     assert api.resolve_precision("bf16", "cpu", ()) == "bf16"
-    monkeypatch.setattr(api, "BF16_MEASURED_PSNR_VS_FP32", 56.0)  # a bf16 path that qualifies
-    assert api.resolve_precision("auto", "cpu", ("avx2", "avx512f", "avx512_bf16")) == "bf16"
+    assert api.resolve_precision("mixed", "cpu", ()) == "mixed"
+    good, noisy, lossy = (
+        PrecisionCheck(60.0, 0.0),
+        PrecisionCheck(54.9, 0.0),
+        PrecisionCheck(60, 0.03),
+    )
+    bf16 = ("avx2", "avx512f", "avx512_bf16")
+    monkeypatch.setattr(api, "PRECISION_CHECKS", {"bf16": good, "mixed": good})
+    assert api.resolve_precision("auto", "cpu", bf16) == "bf16"  # the fastest that qualifies
     assert api.resolve_precision("auto", "cpu", ("avx2", "amx_bf16")) == "bf16"
-    assert api.resolve_precision("auto", "cpu", ("avx2", "avx512f")) == "fp32"
+    assert api.resolve_precision("auto", "cpu", ("avx2", "avx512f")) == "fp32"  # emulated bf16
     assert api.resolve_precision("auto", "cuda", ("avx512_bf16",)) == "fp32"
-    monkeypatch.setattr(api, "BF16_MEASURED_PSNR_VS_FP32", 54.04)  # today's measurement
-    assert api.resolve_precision("auto", "cpu", ("avx512_bf16", "amx_bf16")) == "fp32"
+    monkeypatch.setattr(api, "PRECISION_CHECKS", {"bf16": noisy, "mixed": good})
+    assert api.resolve_precision("auto", "cpu", bf16) == "mixed"
+    monkeypatch.setattr(api, "PRECISION_CHECKS", {"bf16": noisy, "mixed": lossy})
+    assert api.resolve_precision("auto", "cpu", bf16) == "fp32"
     with pytest.raises(ValueError, match="precision must be one of"):
         api.resolve_precision("fp16", "cpu", ())
 
@@ -138,16 +150,41 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 def test_stats_record_precision_threads_and_flags(up):
     _, stats = up.upscale(moving_clip(t=2, h=12, w=16))
     record = stats.as_dict()
-    assert record["precision"] == up.precision in ("fp32", "bf16")
+    assert record["precision"] == up.precision in ("fp32", "mixed", "bf16")
     assert record["threads"] == torch.get_num_threads()
     assert isinstance(record["cpu_flags"], list)
 
 
 def test_bf16_keeps_the_residual_stream_and_output_in_fp32():
-    model = tiny_model()
     lr = moving_clip(t=3, h=16, w=16)
-    fp32, _ = Upscaler(model, precision="fp32").upscale(lr)
+    fp32, _ = Upscaler(tiny_model(), precision="fp32").upscale(lr)
     bf16, _ = Upscaler(tiny_model(), precision="bf16").upscale(lr)
     assert bf16.dtype == torch.float32
     mse = float((fp32 - bf16).pow(2).mean())
     assert 0 < mse < 1e-4  # bf16 convs, fp32 stream: close to fp32, not equal
+
+
+def test_precisions_round_where_they_say():
+    """``mixed``: each block's conv1 and the upsampler in bf16, conv2 and the stream in fp32."""
+    from skipvsr.routing import residual_update
+
+    model = tiny_model()
+    block = model.forward_trunk.blocks[0]
+    h = torch.rand(1, model.num_feat, 8, 8)
+    with torch.no_grad():
+        conv1 = torch.nn.functional.conv2d(
+            h.bfloat16(), block.conv1.weight.bfloat16(), block.conv1.bias.bfloat16(), padding=1
+        )
+        want = block.conv2(conv1.relu().float())
+        got = residual_update(block, h, "mixed")
+        assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6)
+        assert residual_update(block, h, "bf16").dtype == torch.bfloat16
+        assert torch.equal(residual_update(block, h), block.conv2(torch.relu(block.conv1(h))))
+    lr = moving_clip(t=3, h=16, w=16)[None]
+    with torch.no_grad():
+        fp32, mixed, bf16 = (model(lr, Route(), precision=p).sr for p in ("fp32", "mixed", "bf16"))
+    assert mixed.dtype == bf16.dtype == torch.float32
+    assert 0 < float((fp32 - mixed).abs().max()) < 0.02
+    assert float((fp32 - mixed).pow(2).mean()) < float((fp32 - bf16).pow(2).mean())
+    with pytest.raises(ValueError, match="precision must be one of"):
+        model(lr, Route(), precision="fp16")

@@ -82,6 +82,30 @@ def test_routed_block_equals_mask_execution(path, channels_last, h, w, cell, mon
         assert torch.equal(got[skipped], x[skipped])
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_routed_block_equals_mask_execution_in_mixed_precision(path, monkeypatch):
+    """Box execution rounds to bf16 where the dense block does (conv1), so the two agree to
+    bf16 rounding of conv1's output, far below a block update's size."""
+    monkeypatch.setattr(routing, "DENSE_FROM", PATHS[path])
+    torch.manual_seed(1)
+    block = ResidualBlock(8).eval()
+    x = torch.randn(2, 8, 23, 37)
+    grid = PatchGrid(23, 37, 8)
+    for seed, fraction in enumerate(FRACTIONS):
+        run = _mask(2, grid, fraction, seed)
+        with torch.no_grad():
+            want = masked_residual_block(block, x, run, grid, "mixed")
+            exact = masked_residual_block(block, x, run, grid)
+            got = routing.run_residual_block(
+                block, x, run, grid, "mixed", always_gather=path == "boxes"
+            )
+        assert got.dtype == torch.float32
+        assert (got - want).abs().max() < 0.02, fraction
+        assert (got - want).abs().max() <= 2 * (exact - want).abs().max() + 1e-6
+        skipped = ~grid.expand(run, torch.float32).bool().expand_as(x)
+        assert torch.equal(got[skipped], x[skipped])
+
+
 ROUTES = [
     Route(policy="random", keep=0.1, cell=8),
     Route(policy="random", keep=0.5, cell=8),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from skipvsr.api import cpu_flags, resolve_precision
 from skipvsr.cli.args import (
     UsageError,
     add_device_args,
@@ -65,7 +66,7 @@ def add_parser(sub) -> None:
     p.add_argument("--cell", type=positive_int("cell", 4), default=32)
     p.add_argument("--seed", type=int, default=0)
     add_skip_args(p)
-    add_device_args(p)
+    add_device_args(p, precision="fp32")  # evaluation measures the model, not the fast path
     p.add_argument(
         "--threads",
         type=positive_int("threads"),
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         "stride": args.stride,
         "cell": args.cell,
         "seed": args.seed,
-        "precision": args.precision,
+        "precision": resolve_precision(args.precision, args.device.split(":")[0], cpu_flags()),
         "device": args.device,
         "threads": torch.get_num_threads(),
     }
