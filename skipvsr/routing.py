@@ -35,6 +35,7 @@ then masked (except in ``execution='mask'``, the differentiable training form).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -282,7 +283,13 @@ def bf16_autocast(x: torch.Tensor, enabled: bool) -> torch.autocast:
     return torch.autocast(x.device.type, torch.bfloat16, enabled=enabled)
 
 
-def _conv1_then_conv2(conv1, conv2, h: torch.Tensor, precision: str, edge=None) -> torch.Tensor:
+def _conv1_then_conv2(
+    conv1: Callable[[torch.Tensor], torch.Tensor],
+    conv2: Callable[[torch.Tensor], torch.Tensor],
+    h: torch.Tensor,
+    precision: str,
+    edge: Callable[[torch.Tensor], None] | None = None,
+) -> torch.Tensor:
     """``conv2(relu(conv1(h)))`` in ``precision``'s dtypes; ``edge(mid)`` zeroes what conv2
     must read as padding (box execution)."""
     with bf16_autocast(h, precision != "fp32"):
