@@ -283,28 +283,28 @@ def bf16_autocast(x: torch.Tensor, enabled: bool) -> torch.autocast:
     return torch.autocast(x.device.type, torch.bfloat16, enabled=enabled)
 
 
-def _conv1_then_conv2(
-    conv1: Callable[[torch.Tensor], torch.Tensor],
-    conv2: Callable[[torch.Tensor], torch.Tensor],
-    h: torch.Tensor,
-    precision: str,
-    edge: Callable[[torch.Tensor], None] | None = None,
+def _first_conv(
+    conv: Callable[[torch.Tensor], torch.Tensor], h: torch.Tensor, precision: str
 ) -> torch.Tensor:
-    """``conv2(relu(conv1(h)))`` in ``precision``'s dtypes; ``edge(mid)`` zeroes what conv2
-    must read as padding (box execution)."""
+    """``relu(conv(h))``: a residual block's first conv, in bf16 unless ``precision='fp32'``."""
     with bf16_autocast(h, precision != "fp32"):
-        mid = conv1(h).relu_()
-    if edge is not None:
-        edge(mid)
-    second_bf16 = precision == "bf16"
-    with bf16_autocast(h, second_bf16):
-        return conv2(mid if second_bf16 else mid.float())
+        return conv(h).relu_()
+
+
+def _second_conv(
+    conv: Callable[[torch.Tensor], torch.Tensor], mid: torch.Tensor, precision: str
+) -> torch.Tensor:
+    """``conv(mid)``: a residual block's second conv, fp32 (``mid`` cast up) unless
+    ``precision='bf16'``."""
+    bf16 = precision == "bf16"
+    with bf16_autocast(mid, bf16):
+        return conv(mid if bf16 else mid.float())
 
 
 def residual_update(block: nn.Module, h: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """``conv2(relu(conv1(h)))``: what a residual block adds to ``h`` ``(B, C, H, W)`` float32,
     computed in ``precision`` (:data:`PRECISIONS`); float32 unless ``precision='bf16'``."""
-    return _conv1_then_conv2(block.conv1, block.conv2, h, precision)
+    return _second_conv(block.conv2, _first_conv(block.conv1, h, precision), precision)
 
 
 class Router:
@@ -706,20 +706,16 @@ def box_updates(
             pad = (xa - x0 + HALO, x1 + HALO - xb, ya - y0 + HALO, y1 + HALO - yb)
             if any(pad):
                 x = F.pad(x, pad)
-
-            def edge(mid: torch.Tensor, y0=y0, y1=y1, x0=x0, x1=x1) -> None:
-                if y0 == 0:
-                    mid[:, :, 0] = 0
-                if y1 == height:
-                    mid[:, :, -1] = 0
-                if x0 == 0:
-                    mid[:, :, :, 0] = 0
-                if x1 == width:
-                    mid[:, :, :, -1] = 0
-
-            upd = _conv1_then_conv2(
-                lambda x: F.conv2d(x, w1, b1), lambda x: F.conv2d(x, w2, b2), x, precision, edge
-            )
+            mid = _first_conv(lambda x: F.conv2d(x, w1, b1), x, precision)
+            if y0 == 0:
+                mid[:, :, 0] = 0
+            if y1 == height:
+                mid[:, :, -1] = 0
+            if x0 == 0:
+                mid[:, :, :, 0] = 0
+            if x1 == width:
+                mid[:, :, :, -1] = 0
+            upd = _second_conv(lambda x: F.conv2d(x, w2, b2), mid, precision)
         if add:
             out[b, :, y0:y1, x0:x1] += upd
         else:
