@@ -3,7 +3,8 @@
 Times one learned-routing pass and one full pass (flows precomputed, so SpyNet is out of both)
 on real frames and splits the routed pass into the router's parts by wrapping them with timers:
 
-    python benchmarks/profile_routed.py --threads 1 --budget 0.63 [--allocator glibc]
+    python benchmarks/profile_routed.py --threads 1 --budget 0.63 [--precision mixed]
+        [--allocator glibc]
 
 ``--allocator`` sets glibc's allocator as ``skipvsr upscale`` does (``upscale``, the heap-reusing
 ``tune_allocator()``), mmaps every buffer (``mmap``), or leaves glibc's defaults (``glibc``);
@@ -34,9 +35,13 @@ PARTS = [
     (routing.Router, "decide", "decide (estimator, caches)"),
     (routing.Router, "_score", "  of which the estimator score"),
     (routing.Router, "apply", "apply (block, reuse)"),
+    (routing.Router, "reuse_into", "  of which reused boxes warped"),
     (routing, "box_updates", "  of which boxes computed"),
     (routing, "residual_update", "  of which dense blocks"),
+    (routing.ConfidenceEstimator, "features", "estimator features (pooled differences)"),
     (flow.WarpPlan, "__call__", "whole-map warps"),
+    (flow.WarpPlan, "taps", "warp taps (once per frame)"),
+    (routing, "split_boxes", "box lists"),
     (backbone.Trunk, "forward", "trunks"),
     (backbone.BasicVSR, "upsample", "upsampler"),
 ]
@@ -65,6 +70,7 @@ def main() -> int:
     p.add_argument("--size", default="180x320")
     p.add_argument("--frames", type=int, default=5)
     p.add_argument("--cell", type=int, default=32)
+    p.add_argument("--precision", choices=routing.PRECISIONS, default="fp32")
     p.add_argument("--allocator", choices=("upscale", "mmap", "glibc"), default="upscale")
     args = p.parse_args()
     if args.allocator != "glibc":
@@ -82,17 +88,18 @@ def main() -> int:
         for _ in range(2):  # the first round warms up; the second is reported
             totals.clear()
             start = time.perf_counter()
-            out = model(lr, route=route, flows=flows)
+            out = model(lr, route=route, flows=flows, precision=args.precision)
             routed = time.perf_counter() - start
             parts = dict(totals)
             totals.clear()
             start = time.perf_counter()
-            model(lr, flows=flows)
+            model(lr, flows=flows, precision=args.precision)
             full = time.perf_counter() - start
             full_parts = dict(totals)
     executed = float(torch.stack(list(out.executed.values())).mean())
     print(
-        f"threads {args.threads}, allocator {args.allocator}, budget {args.budget}: "
+        f"threads {args.threads}, {args.precision}, allocator {args.allocator}, "
+        f"budget {args.budget}: "
         f"routed {routed:.2f} s, full {full:.2f} s, wall fraction {routed / full:.3f}, "
         f"executed blocks {executed:.3f}"
     )

@@ -20,6 +20,7 @@ from skipvsr.routing import (
     Route,
     Router,
     bf16_autocast,
+    block_precision,
     check_precision,
     residual_update,
 )
@@ -84,7 +85,7 @@ class Trunk(nn.Module):
             h = router.memory_format(h)
         for m, block in enumerate(self.blocks):
             if router is None:
-                h = block(h, precision)
+                h = block(h, block_precision(precision, m))
             else:
                 h = router.apply(block, m, h, router.decide(m, h))
             if m + 1 in taps:

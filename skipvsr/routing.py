@@ -35,7 +35,6 @@ then masked (except in ``execution='mask'``, the differentiable training form).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -262,15 +261,26 @@ PRECISIONS = ("fp32", "mixed", "bf16")
 residual stream included, stays float32:
 
 - ``fp32``: nowhere.
-- ``mixed``: the first conv of every residual block, and the upsampler's convs. A block's
-  second conv reads the rounded activations but computes and adds its update in fp32, which
-  keeps the recurrence close to fp32 (on Vid4 calendar, 8-bit output: 60.0 dB from fp32,
-  against 52-54 dB with both convs in bf16).
-- ``bf16``: every trunk conv too.
+- ``mixed``: every residual block's first conv, the second conv of every block but the first
+  :data:`FP32_LEAD_BLOCKS` of each trunk, and the upsampler's convs. Those leading blocks'
+  second convs read the rounded activations but compute and add their updates in fp32: their
+  bf16 rounding is what moves the recurrence (Vid4 calendar, 6 frames, 8-bit output against
+  fp32: 59.3 dB with the first two in fp32, 57.3 with none, 60.0 with all thirty).
+- ``bf16``: every trunk conv, the trunks' input convs included.
 
 SpyNet and the flow warps always run in fp32 (see :func:`skipvsr.flow.flow_warp`), and the
 upsampler adds its bilinear skip in fp32: added in bf16, that rounding alone took the output
 from 62.0 to 54.4 dB against fp32 (Vid4 calendar, 6 frames)."""
+
+
+FP32_LEAD_BLOCKS = 2
+"""Leading residual blocks of each trunk whose second conv stays fp32 in ``mixed``."""
+
+
+def block_precision(precision: str, m: int) -> str:
+    """What residual block ``m`` of a trunk computes in when the network runs in ``precision``
+    (:data:`PRECISIONS`): ``mixed`` is ``bf16`` from block :data:`FP32_LEAD_BLOCKS` on."""
+    return "bf16" if precision == "mixed" and m >= FP32_LEAD_BLOCKS else precision
 
 
 def check_precision(precision: str) -> None:
@@ -283,28 +293,44 @@ def bf16_autocast(x: torch.Tensor, enabled: bool) -> torch.autocast:
     return torch.autocast(x.device.type, torch.bfloat16, enabled=enabled)
 
 
-def _first_conv(
-    conv: Callable[[torch.Tensor], torch.Tensor], h: torch.Tensor, precision: str
-) -> torch.Tensor:
-    """``relu(conv(h))``: a residual block's first conv, in bf16 unless ``precision='fp32'``."""
-    with bf16_autocast(h, precision != "fp32"):
-        return conv(h).relu_()
+@dataclass(frozen=True)
+class BlockConvs:
+    """A residual block's two 3x3 convs, weights cast once to the dtypes that a block
+    precision (:data:`PRECISIONS`, see :func:`block_precision`) computes them in: conv1 in
+    bf16 unless ``fp32``, conv2 in bf16 only for ``bf16``. Casting here rather than under
+    autocast lets box execution cast the weights once per block, not once per box and conv."""
 
+    w1: torch.Tensor
+    b1: torch.Tensor
+    w2: torch.Tensor
+    b2: torch.Tensor
 
-def _second_conv(
-    conv: Callable[[torch.Tensor], torch.Tensor], mid: torch.Tensor, precision: str
-) -> torch.Tensor:
-    """``conv(mid)``: a residual block's second conv, fp32 (``mid`` cast up) unless
-    ``precision='bf16'``."""
-    bf16 = precision == "bf16"
-    with bf16_autocast(mid, bf16):
-        return conv(mid if bf16 else mid.float())
+    @classmethod
+    def of(cls, block: nn.Module, precision: str) -> BlockConvs:
+        first = torch.float32 if precision == "fp32" else torch.bfloat16
+        second = torch.bfloat16 if precision == "bf16" else torch.float32
+        return cls(
+            block.conv1.weight.to(first),
+            block.conv1.bias.to(first),
+            block.conv2.weight.to(second),
+            block.conv2.bias.to(second),
+        )
+
+    def first(self, x: torch.Tensor, padding: int = 1) -> torch.Tensor:
+        """``relu(conv1(x))`` ``(B, C, H', W')`` in conv1's dtype, for ``x`` of any float dtype."""
+        return F.conv2d(x.to(self.w1.dtype), self.w1, self.b1, padding=padding).relu_()
+
+    def second(self, mid: torch.Tensor, padding: int = 1) -> torch.Tensor:
+        """``conv2(mid)`` in conv2's dtype (float32 unless the block precision is bf16)."""
+        return F.conv2d(mid.to(self.w2.dtype), self.w2, self.b2, padding=padding)
 
 
 def residual_update(block: nn.Module, h: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """``conv2(relu(conv1(h)))``: what a residual block adds to ``h`` ``(B, C, H, W)`` float32,
-    computed in ``precision`` (:data:`PRECISIONS`); float32 unless ``precision='bf16'``."""
-    return _second_conv(block.conv2, _first_conv(block.conv1, h, precision), precision)
+    computed in block precision ``precision`` (:class:`BlockConvs`); float32 unless
+    ``precision='bf16'``."""
+    convs = BlockConvs.of(block, precision)
+    return convs.second(convs.first(h))
 
 
 class Router:
@@ -592,15 +618,16 @@ class Router:
         """Block ``m`` on ``h`` ``(B, C, H, W)`` where ``run`` ``(B, nH, nW)``; elsewhere the
         route's skip output (``h`` itself, or ``h`` plus the reused update)."""
         mask_mode = self.route.execution == "mask"
-        prec = self.precision
+        prec = block_precision(self.precision, m)
         if self.route.skip == "identity":
             if mask_mode:
                 return masked_residual_block(block, h, run, self.grid, prec)
             return run_residual_block(block, h, run, self.grid, prec)
+        # cached updates keep h's dtype, whatever the block computed in (bf16 in mixed)
         if self.updates[m] is None:  # forced first frame: every patch runs
-            update = residual_update(block, h, prec)
+            update = residual_update(block, h, prec).to(h.dtype)
         elif mask_mode:
-            fresh = residual_update(block, h, prec)
+            fresh = residual_update(block, h, prec).to(h.dtype)
             score = self._pending.pop(m, None)
             everywhere = bool(run.all())
             update = fresh
@@ -614,11 +641,11 @@ class Router:
         else:
             on, off, fraction = split_boxes(run, self.grid)
             if fraction == 1.0:
-                update = residual_update(block, h, prec)
+                update = residual_update(block, h, prec).to(h.dtype)
             elif fraction == 0.0:
                 update = self.reused_update(m)
             elif fraction >= DENSE_FROM:
-                update = residual_update(block, h, prec)
+                update = residual_update(block, h, prec).to(h.dtype)
                 self.reuse_into(m, update, off)
             else:
                 # Warping only the skipped boxes pays once they are under half the frame;
@@ -694,11 +721,10 @@ def box_updates(
     update on the box up to float summation order. ``precision``: as :func:`residual_update`.
     """
     _, _, height, width = h.shape
-    w1, b1 = block.conv1.weight, block.conv1.bias
-    w2, b2 = block.conv2.weight, block.conv2.bias
+    convs = BlockConvs.of(block, precision)
     for b, y0, y1, x0, x1 in boxes:
         if (y0, y1, x0, x1) == (0, height, 0, width):
-            upd = residual_update(block, h[b], precision)
+            upd = convs.second(convs.first(h[b]))
         else:
             ya, yb = max(y0 - HALO, 0), min(y1 + HALO, height)
             xa, xb = max(x0 - HALO, 0), min(x1 + HALO, width)
@@ -706,7 +732,7 @@ def box_updates(
             pad = (xa - x0 + HALO, x1 + HALO - xb, ya - y0 + HALO, y1 + HALO - yb)
             if any(pad):
                 x = F.pad(x, pad)
-            mid = _first_conv(lambda x: F.conv2d(x, w1, b1), x, precision)
+            mid = convs.first(x, padding=0)
             if y0 == 0:
                 mid[:, :, 0] = 0
             if y1 == height:
@@ -715,7 +741,7 @@ def box_updates(
                 mid[:, :, :, 0] = 0
             if x1 == width:
                 mid[:, :, :, -1] = 0
-            upd = _second_conv(lambda x: F.conv2d(x, w2, b2), mid, precision)
+            upd = convs.second(mid, padding=0)
         if add:
             out[b, :, y0:y1, x0:x1] += upd
         else:

@@ -165,8 +165,9 @@ def test_bf16_keeps_the_residual_stream_and_output_in_fp32():
 
 
 def test_precisions_round_where_they_say():
-    """``mixed``: each block's conv1 and the upsampler in bf16, conv2 and the stream in fp32."""
-    from skipvsr.routing import residual_update
+    """``mixed``: each block's conv1 and the upsampler in bf16, conv2 in fp32 in the first
+    ``FP32_LEAD_BLOCKS`` blocks of each trunk and bf16 after; the stream in fp32."""
+    from skipvsr.routing import FP32_LEAD_BLOCKS, block_precision, residual_update
 
     model = tiny_model()
     block = model.forward_trunk.blocks[0]
@@ -180,6 +181,23 @@ def test_precisions_round_where_they_say():
         assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6)
         assert residual_update(block, h, "bf16").dtype == torch.bfloat16
         assert torch.equal(residual_update(block, h), block.conv2(torch.relu(block.conv1(h))))
+        lead = FP32_LEAD_BLOCKS
+        assert [block_precision("mixed", m) for m in (0, lead - 1, lead, 29)] == [
+            "mixed",
+            "mixed",
+            "bf16",
+            "bf16",
+        ]
+        assert {block_precision(p, m) for p in ("fp32", "bf16") for m in (0, 29)} == {
+            "fp32",
+            "bf16",
+        }
+        trunk = model.forward_trunk
+        x = torch.rand(1, 3 + model.num_feat, 8, 8)
+        want = trunk.main[1](trunk.main[0](x))
+        for m, blk in enumerate(trunk.blocks):
+            want = want + residual_update(blk, want, "mixed" if m < lead else "bf16")
+        assert torch.equal(trunk(x, precision="mixed")[0], want)
     lr = moving_clip(t=3, h=16, w=16)[None]
     with torch.no_grad():
         fp32, mixed, bf16 = (model(lr, Route(), precision=p).sr for p in ("fp32", "mixed", "bf16"))

@@ -82,10 +82,11 @@ def test_routed_block_equals_mask_execution(path, channels_last, h, w, cell, mon
         assert torch.equal(got[skipped], x[skipped])
 
 
+@pytest.mark.parametrize("precision", ["mixed", "bf16"])
 @pytest.mark.parametrize("path", PATHS)
-def test_routed_block_equals_mask_execution_in_mixed_precision(path, monkeypatch):
-    """Box execution rounds to bf16 where the dense block does (conv1), so the two agree to
-    bf16 rounding of conv1's output, far below a block update's size."""
+def test_routed_block_equals_mask_execution_in_bf16_precisions(path, precision, monkeypatch):
+    """Box execution rounds to bf16 where the dense block does, so the two agree to bf16
+    rounding, far below a block update's size."""
     monkeypatch.setattr(routing, "DENSE_FROM", PATHS[path])
     torch.manual_seed(1)
     block = ResidualBlock(8).eval()
@@ -94,10 +95,10 @@ def test_routed_block_equals_mask_execution_in_mixed_precision(path, monkeypatch
     for seed, fraction in enumerate(FRACTIONS):
         run = _mask(2, grid, fraction, seed)
         with torch.no_grad():
-            want = masked_residual_block(block, x, run, grid, "mixed")
+            want = masked_residual_block(block, x, run, grid, precision)
             exact = masked_residual_block(block, x, run, grid)
             got = routing.run_residual_block(
-                block, x, run, grid, "mixed", always_gather=path == "boxes"
+                block, x, run, grid, precision, always_gather=path == "boxes"
             )
         assert got.dtype == torch.float32
         assert (got - want).abs().max() < 0.02, fraction
