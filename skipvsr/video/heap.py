@@ -30,12 +30,11 @@ def _libc() -> ctypes.CDLL | None:
 def tune_allocator(fast: bool = True) -> None:
     """Set glibc's allocator for a long upscaling job (no-op without glibc).
 
-    ``fast`` (what the commands use): buffers up to glibc's largest fixed mmap threshold
-    (32 MiB) come from a heap that is not trimmed after every free, so the model's feature
-    maps reuse freed memory instead of being page-faulted and zeroed afresh (the full network
-    ran 1.65x faster on 2 threads than with mmapped buffers: README, Speed). Memory that the
-    heap holds free goes back to the system once per chunk (:func:`release_free_memory`), so
-    peak RSS stays flat on long videos.
+    ``fast`` (what the commands use): every buffer comes from a heap that is not trimmed after
+    every free (nothing is mmapped), so the model's feature maps reuse freed memory instead of
+    being page-faulted and zeroed afresh (the full network ran 1.65x faster on 2 threads than
+    with mmapped buffers: README, Speed). Memory that the heap holds free goes back to the
+    system once per chunk (:func:`release_free_memory`), so peak RSS stays flat on long videos.
 
     ``fast=False``: every buffer of 64 KiB or more is mmapped and unmapped on free, so RSS
     follows live memory exactly, at that speed cost.
@@ -45,11 +44,16 @@ def tune_allocator(fast: bool = True) -> None:
     libc = _libc()
     if libc is None:
         return
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    m_trim_threshold, m_top_pad, m_mmap_threshold, m_mmap_max = -1, -2, -3, -4
     if not fast:
         libc.mallopt(m_mmap_threshold, 64 * 1024)
         return
-    libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
+    # Never mmap: glibc mmaps a request over the threshold only when no free heap block fits,
+    # and routing's cached maps fragment the heap, so the upsampler's largest buffers were
+    # mmapped and page-faulted afresh on every routed frame (learned routing at 0.63, 5
+    # frames at 180x320, 2 threads: 260-350k minor faults and 8.8-9.2 s; 0 and 8.0-8.1 s
+    # without). The heap grows instead and the per-chunk release hands it back.
+    libc.mallopt(m_mmap_max, 0)
     libc.mallopt(m_trim_threshold, 2**31 - 1)
     libc.mallopt(m_top_pad, 256 * 1024 * 1024)
 
