@@ -623,11 +623,15 @@ class Router:
             if mask_mode:
                 return masked_residual_block(block, h, run, self.grid, prec)
             return run_residual_block(block, h, run, self.grid, prec)
-        # cached updates keep h's dtype, whatever the block computed in (bf16 in mixed)
+
+        def dense_update() -> torch.Tensor:
+            # cached updates keep h's dtype, whatever the block computed in (bf16 in mixed)
+            return residual_update(block, h, prec).to(h.dtype)
+
         if self.updates[m] is None:  # forced first frame: every patch runs
-            update = residual_update(block, h, prec).to(h.dtype)
+            update = dense_update()
         elif mask_mode:
-            fresh = residual_update(block, h, prec).to(h.dtype)
+            fresh = dense_update()
             score = self._pending.pop(m, None)
             everywhere = bool(run.all())
             update = fresh
@@ -641,11 +645,11 @@ class Router:
         else:
             on, off, fraction = split_boxes(run, self.grid)
             if fraction == 1.0:
-                update = residual_update(block, h, prec).to(h.dtype)
+                update = dense_update()
             elif fraction == 0.0:
                 update = self.reused_update(m)
             elif fraction >= DENSE_FROM:
-                update = residual_update(block, h, prec).to(h.dtype)
+                update = dense_update()
                 self.reuse_into(m, update, off)
             else:
                 # Warping only the skipped boxes pays once they are under half the frame;
