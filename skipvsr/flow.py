@@ -75,8 +75,9 @@ class WarpPlan:
     * NCHW maps go through ``grid_sample`` on the stored grid: bit-identical to
       :func:`flow_warp`.
     * Channels-last maps are gathered as rows of ``C`` contiguous values with
-      ``embedding_bag`` (four weighted taps per pixel, in float32); on CPU this is ~5x faster
-      than ``grid_sample`` and differs from it by float rounding only. Out-of-frame taps get
+      ``embedding_bag`` (four weighted taps per pixel, in float32, or in bfloat16 for a
+      bfloat16 map, which halves the bytes moved); on CPU this is ~5x faster than
+      ``grid_sample`` and differs from it by float rounding only. Out-of-frame taps get
       weight 0, which is ``grid_sample``'s zero padding.
 
     Args:
@@ -87,6 +88,7 @@ class WarpPlan:
         self.shape = (flow.shape[0], flow.shape[2], flow.shape[3])
         self.grid = sampling_grid(flow)
         self._taps: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._low_weights: torch.Tensor | None = None
 
     def taps(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Source rows ``(N, H, W, 4)`` int64 into ``x`` viewed as ``(N*H*W, C)`` and their
@@ -115,12 +117,19 @@ class WarpPlan:
         return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
     def _gather(self, x: torch.Tensor, b, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
-        """Warped ``x`` on one box as ``(n, y1-y0, x1-x0, C)`` rows (channels-last path)."""
+        """Warped ``x`` on one box as ``(n, y1-y0, x1-x0, C)`` rows (channels-last path), in
+        ``x``'s dtype: bfloat16 maps are gathered in bfloat16, anything else in float32."""
         rows, weights = self.taps()
+        if x.dtype == torch.bfloat16:
+            if self._low_weights is None:
+                self._low_weights = weights.to(torch.bfloat16)
+            weights, table = self._low_weights, x
+        else:
+            table = x.float()
         idx = rows[b, y0:y1, x0:x1]
         out = F.embedding_bag(
             idx.reshape(-1, 4),
-            x.float().permute(0, 2, 3, 1).reshape(-1, x.shape[1]),
+            table.permute(0, 2, 3, 1).reshape(-1, x.shape[1]),
             per_sample_weights=weights[b, y0:y1, x0:x1].reshape(-1, 4),
             mode="sum",
         )

@@ -28,8 +28,9 @@ box (boxes spanning the same columns in consecutive rows merge); each box is rea
 2-pixel halo for the two 3x3 convs, computed by two valid convs and written back by slice
 assignment. When nearly every pixel runs (:data:`DENSE_FROM`), the block runs densely and the
 skipped boxes are restored instead. Reused updates are warped only on the skipped boxes, with
-a sampling plan built once per frame (:class:`skipvsr.flow.WarpPlan`). Nothing is computed and
-then masked (except in ``execution='mask'``, the differentiable training form).
+a sampling plan built once per frame (:class:`skipvsr.flow.WarpPlan`); a block that computes in
+bf16 keeps its caches in bf16 (:meth:`Router.cache_dtype`). Nothing is computed and then
+masked (except in ``execution='mask'``, the differentiable training form).
 """
 
 from __future__ import annotations
@@ -390,6 +391,7 @@ class Router:
         self._want = 1.0
         self._alloc = torch.ones(num_blocks)
         self._prev_warped: torch.Tensor | None = None
+        self._rounded: tuple[torch.Tensor, torch.Tensor] | None = None
         self.targets = targets
         self.target_every = target_every
         self.reuse_targets = reuse_targets
@@ -526,6 +528,26 @@ class Router:
             return h.contiguous(memory_format=torch.channels_last)
         return h
 
+    def cache_dtype(self, m: int) -> torch.dtype:
+        """The dtype of block ``m``'s caches (its last update and its estimator input): bfloat16
+        in ``gather`` execution where the block computes in bf16 (:func:`block_precision`), whose
+        update is bf16-valued and whose conv1 reads ``h`` rounded to bf16 anyway; else float32.
+        Every cache is warped, compared or refreshed whole on every frame, so these passes are
+        memory-bound and take half the time in bf16. ``mask`` execution (training) keeps
+        float32, with gradients through the caches."""
+        low = self.route.execution == "gather" and block_precision(self.precision, m) == "bf16"
+        return torch.bfloat16 if low else torch.float32
+
+    def cached_form(self, m: int, h: torch.Tensor) -> torch.Tensor:
+        """``h`` ``(B, C, H, W)`` in block ``m``'s :meth:`cache_dtype` (``h`` itself when that is
+        its dtype), cast once per block: the estimator, the input cache and the convs share it."""
+        dtype = self.cache_dtype(m)
+        if h.dtype == dtype:
+            return h
+        if self._rounded is None or self._rounded[0] is not h:
+            self._rounded = (h, h.detach().to(dtype))
+        return self._rounded[1]
+
     # -- per block -------------------------------------------------------------------------
     def target_layer(self, m: int) -> int:
         """The teacher depth whose features supervise the decision before block ``m``."""
@@ -536,16 +558,17 @@ class Router:
         the branch's first frame. Keeps what the next frame compares with: ``h`` itself, or
         for ``warped-difference`` the warped input the block's cached update came from."""
         prev = self.prev[m]
+        h = self.cached_form(m, h).detach()
         if prev is None or self.estimator is None:
-            self.prev[m] = h.detach()
+            self.prev[m] = h
             return None
         if self.estimator.warps_previous:
             if self._warp is not None:
                 prev = self._warp(prev)
             self._prev_warped = prev
         else:
-            self.prev[m] = h.detach()
-        score = self.estimator(m, self.estimator.features(h.detach(), prev, self.grid))
+            self.prev[m] = h
+        score = self.estimator(m, self.estimator.features(h, prev, self.grid))
         self._scores.append(score.detach())
         return score
 
@@ -585,8 +608,9 @@ class Router:
             prev = self._prev_warped
             if prev is self.prev[m]:  # not warped (no flow): do not write into the old cache
                 prev = prev.clone()
+            fresh = self.cached_form(m, h).detach()
             for b, y0, y1, x0, x1 in cell_boxes(run, self.grid):
-                prev[b, :, y0:y1, x0:x1] = h.detach()[b, :, y0:y1, x0:x1]
+                prev[b, :, y0:y1, x0:x1] = fresh[b, :, y0:y1, x0:x1]
             self.prev[m] = prev
         self.executed[self.frame, m] = float((run.float() * self.area).sum()) / self.total_area
         self.block_map[:, self.frame] += run.to("cpu", torch.int16)
@@ -624,9 +648,11 @@ class Router:
                 return masked_residual_block(block, h, run, self.grid, prec)
             return run_residual_block(block, h, run, self.grid, prec)
 
+        dtype = self.cache_dtype(m)
+        x = h if mask_mode else self.cached_form(m, h)  # conv1 rounds to its dtype anyway
+
         def dense_update() -> torch.Tensor:
-            # cached updates keep h's dtype, whatever the block computed in (bf16 in mixed)
-            return residual_update(block, h, prec).to(h.dtype)
+            return residual_update(block, x, prec).to(dtype)
 
         if self.updates[m] is None:  # forced first frame: every patch runs
             update = dense_update()
@@ -657,9 +683,9 @@ class Router:
                 if fraction < 0.5:
                     update = self.reused_update(m)
                 else:
-                    update = torch.empty_like(h)
+                    update = torch.empty_like(h, dtype=dtype)
                     self.reuse_into(m, update, off)
-                box_updates(block, h, on, update, precision=prec)
+                box_updates(block, x, on, update, precision=prec)
         self.updates[m] = update
         self._warped[m] = True
         return h + update

@@ -185,3 +185,37 @@ def test_a_spent_budget_runs_nothing_on_the_remaining_frames():
     with torch.no_grad():
         out = model(moving_clip(t=3)[None], Route.for_budget(0.43, cell=8))
     assert float(out.executed["forward"][1:].sum()) == 0.0
+
+
+@pytest.mark.parametrize("precision", ["mixed", "bf16"])
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "route",
+    [r for r in ROUTES if r.skip == "reuse" and r.policy != "learned"],
+    ids=lambda r: f"{r.policy}-{r.keep}",
+)
+def test_bf16_caches_hold_where_blocks_compute_in_bf16(precision, path, route, monkeypatch):
+    """Gather execution caches a bf16 block's updates and inputs in bf16 (its updates are
+    bf16-valued already), the fp32 lead blocks' in fp32; the output stays mask execution's up
+    to the rounding of the warped caches, and the skips fall where they did (frozen policies:
+    the learned one's scores read the rounded caches, so a patch at its threshold may flip)."""
+    monkeypatch.setattr(routing, "DENSE_FROM", PATHS[path])
+    seen: dict[str, dict[int, torch.dtype]] = {}
+
+    def release(self):
+        if self.route.execution == "gather":
+            seen[self.route.execution] = {m: u.dtype for m, u in enumerate(self.updates)}
+        return original(self)
+
+    original = routing.Router.release
+    monkeypatch.setattr(routing.Router, "release", release)
+    model = tiny_model()
+    lr = moving_clip(t=5, h=23, w=37)[None]
+    with torch.no_grad():
+        a = model(lr, route, precision=precision)
+        b = model(lr, Route(**{**route.__dict__, "execution": "mask"}), precision=precision)
+    lead = routing.FP32_LEAD_BLOCKS if precision == "mixed" else 0
+    want = {m: torch.float32 if m < lead else torch.bfloat16 for m in range(model.num_block)}
+    assert seen["gather"] == want
+    assert torch.equal(a.executed["forward"], b.executed["forward"])
+    assert (a.sr - b.sr).abs().max() < 2e-3
