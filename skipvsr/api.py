@@ -19,7 +19,7 @@ from skipvsr import cost, routing
 from skipvsr.backbone import BRANCHES, BasicVSR, VSROutput
 from skipvsr.routing import Route
 from skipvsr.tiling import TubeLayout, tube_starts
-from skipvsr.weights import DEFAULT_MODEL, full_network, load_model
+from skipvsr.weights import DEFAULT_MODEL, backward_budgets, full_network, load_model
 
 MODES = ("full", "patch")
 PRECISIONS = ("auto", *routing.PRECISIONS)
@@ -102,7 +102,9 @@ class UpscaleStats:
     MAC fields exclude SpyNet (reported separately), as in the paper. ``mac_fraction`` is the
     executed MACs over the same input's MACs with every block run, in the same ``mode``.
     ``routing_map`` is ``(T, nH, nW)`` int: residual blocks run per patch and frame, both
-    branches together (0..60); ``None`` when nothing was routed.
+    branches together (0..60); ``None`` when nothing was routed. ``branch_blocks``: the
+    executed block fraction of each branch (``backward``, ``forward``), whose mean is
+    ``executed_block_fraction``.
     """
 
     frames: int
@@ -118,6 +120,7 @@ class UpscaleStats:
     mac_fraction: float
     executed_block_fraction: float
     thresholds: list[float] = field(default_factory=list)
+    branch_blocks: dict[str, float] = field(default_factory=dict)
     routing_map: torch.Tensor | None = None
     precision: str = "fp32"
     threads: int = 1
@@ -166,6 +169,10 @@ class UpscaleStats:
             mac_fraction=mean("mac_fraction"),
             executed_block_fraction=mean("executed_block_fraction"),
             thresholds=[x for p in parts for x in p.thresholds],
+            branch_blocks={
+                b: sum(p.branch_blocks[b] * n for p, n in zip(parts, weights, strict=True)) / total
+                for b in parts[0].branch_blocks
+            },
             routing_map=None,
         )
 
@@ -196,6 +203,12 @@ class Upscaler:
     budget 1): a SkipVSR model whose backbone was fine-tuned for skipping declares the
     official network it was distilled from, so its full cost *is* that network, bit for bit.
     ``None``: ``model`` itself runs at full cost.
+
+    ``backward_budgets``: the model's measured branch split
+    (:func:`skipvsr.weights.backward_budgets`); learned routes with a budget then split it
+    between the branches as a fixed threshold would
+    (:attr:`skipvsr.routing.Route.backward_budget`) unless they set their own split.
+    ``None``: each branch spends the budget.
     """
 
     def __init__(
@@ -204,6 +217,7 @@ class Upscaler:
         device: str = "cpu",
         precision: str = "auto",
         full_model: BasicVSR | None = None,
+        backward_budgets: tuple[tuple[float, float], ...] | None = None,
     ) -> None:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but torch sees no CUDA device")
@@ -222,6 +236,9 @@ class Upscaler:
             else full_model.to(self.device).eval().upsampler_channels_last()
         )
         self.net = cost.NetworkShape(model.num_feat, model.num_block)
+        if backward_budgets is not None:
+            routing.split_backward_budget(backward_budgets, 0.5)  # validates the points
+        self.backward_budgets = backward_budgets
 
     def network_for(self, route: Route) -> BasicVSR:
         """The network that runs ``route``: :attr:`full_model` when it runs everything."""
@@ -262,6 +279,14 @@ class Upscaler:
         if route.budget is not None:
             block_budget = cost.block_fraction_for_budget(route.budget, self.net)
             route = replace(route, block_budget=block_budget)
+        if (
+            self.backward_budgets
+            and route.policy == "learned"
+            and route.block_budget is not None
+            and route.backward_budget is None
+        ):
+            split = routing.split_backward_budget(self.backward_budgets, route.block_budget)
+            route = replace(route, backward_budget=split)
         return replace(route, cell=patch) if mode == "patch" else route
 
     def _forward(self, lr: torch.Tensor, route: Route, flows=None) -> VSROutput:
@@ -341,6 +366,7 @@ class Upscaler:
             mac_fraction=fraction,
             executed_block_fraction=block_fraction,
             thresholds=[float(x) for x in passed.thresholds],
+            branch_blocks={b: float(e.mean()) for b, e in passed.executed.items()},
             routing_map=passed.routing_map,
             precision=self.precision,
             threads=torch.get_num_threads(),
@@ -410,4 +436,5 @@ def load(
         device=device,
         precision=precision,
         full_model=None if full is None else load_model(full),
+        backward_budgets=backward_budgets(name_or_path),
     )

@@ -7,7 +7,7 @@ extra parameters that exist only when ``estimators=True``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -245,28 +245,32 @@ class BasicVSR(nn.Module):
         training = targets is not None or reuse_targets
         routed = route is not None and (not route.runs_everything() or training)
         grid = PatchGrid(h, w, route.cell) if routed else None
-        routers: dict[str, Router | None] = {}
-        for name, est in (
-            ("backward", self.backward_estimator),
-            ("forward", self.forward_estimator),
-        ):
-            routers[name] = (
-                Router(
-                    route,
-                    grid,
-                    b,
-                    t,
-                    self.num_block,
-                    est,
-                    lr.device,
-                    None if targets is None else targets[name],
-                    target_every,
-                    reuse_targets,
-                    precision,
-                )
-                if routed
-                else None
+        estimators = {"backward": self.backward_estimator, "forward": self.forward_estimator}
+
+        def router(name: str, branch_route: Route) -> Router | None:
+            if not routed:
+                return None
+            branch_targets = None if targets is None else targets[name]
+            return Router(
+                branch_route,
+                grid,
+                b,
+                t,
+                self.num_block,
+                estimators[name],
+                lr.device,
+                branch_targets,
+                target_every,
+                reuse_targets,
+                precision,
             )
+
+        split = routed and route.backward_budget is not None and route.block_budget is not None
+        routers: dict[str, Router | None] = {"backward": router("backward", route)}
+        if split:  # leave the forward branch at least its forced frames
+            floor = routers["backward"].forced_share()
+            share = min(route.backward_budget, max(2 * route.block_budget - floor, 0.0))
+            routers["backward"] = router("backward", replace(route, block_budget=share))
         features: dict[str, dict[int, list[torch.Tensor]]] = {n: {} for n in BRANCHES}
 
         def step(
@@ -290,6 +294,12 @@ class BasicVSR(nn.Module):
             back_feats[i] = prop
         if routers["backward"] is not None:
             routers["backward"].release()
+        forward_route = route
+        if split:  # the forward branch spends what the clip's budget has left
+            spent = float(routers["backward"].executed.mean())
+            left = min(max(2 * route.block_budget - spent, 0.0), 1.0)
+            forward_route = replace(route, block_budget=left)
+        routers["forward"] = router("forward", forward_route)
 
         outs = []
         prop = torch.zeros_like(prop)

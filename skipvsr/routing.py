@@ -81,6 +81,14 @@ class Route:
             branch runs fully, since no update exists yet.
         refresh: run every ``refresh``-th frame of each branch fully (counted in the budget),
             to stop skip errors building up along the recurrence; 0 = never.
+        backward_budget: learned policy with ``block_budget`` only: the backward branch's own
+            block fraction in [0, 1]; the forward branch then takes what the clip's budget
+            has left, ``2 * block_budget`` minus what the backward branch spent, so the clip
+            still lands on ``block_budget``. ``None``: each branch spends ``block_budget``.
+            A fixed threshold splits the work unevenly between the branches (Vid4 calendar,
+            threshold 0.3: backward 0.24, forward 0.80 of the blocks) and that split is worth
+            ~0.3 dB at the same MACs; :func:`skipvsr.weights.backward_budget` gives a model's
+            measured split.
     """
 
     policy: str = "learned"
@@ -93,6 +101,7 @@ class Route:
     execution: str = "gather"
     skip: str = "reuse"
     refresh: int = 0
+    backward_budget: float | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -115,6 +124,11 @@ class Route:
             raise ValueError(f"refresh must be >= 0 frames, got {self.refresh}")
         if self.policy != "learned" and self.keep is None and self.block_budget is None:
             raise ValueError(f"policy {self.policy!r} needs keep or budget")
+        if self.backward_budget is not None:
+            if not (0.0 <= self.backward_budget <= 1.0):
+                raise ValueError(f"backward_budget must be in [0, 1], got {self.backward_budget}")
+            if self.policy != "learned" or (self.budget is None and self.block_budget is None):
+                raise ValueError("backward_budget needs policy 'learned' with a budget")
 
     @classmethod
     def for_budget(cls, budget: float, net: cost.NetworkShape | None = None, **fields) -> Route:
@@ -136,6 +150,28 @@ class Route:
                 return self.block_budget >= 1.0
             return self.threshold == 0.0
         return self.keep_fraction >= 1.0
+
+
+def split_backward_budget(points: tuple[tuple[float, float], ...], block_budget: float) -> float:
+    """The backward branch's block fraction for a clip's ``block_budget`` in [0, 1], linearly
+    interpolated in a model's measured split ``points``: ``(block_budget, backward fraction)``
+    pairs sorted by budget, as a fixed threshold spends them (clamped to the end points; the
+    result is clamped so that the forward branch can spend the rest)."""
+    if not points:
+        raise ValueError("points must hold at least one (block_budget, backward) pair")
+    xs = [p[0] for p in points]
+    if xs != sorted(xs):
+        raise ValueError(f"points must be sorted by block budget, got {xs}")
+    if block_budget <= xs[0]:
+        share = points[0][1] * block_budget / xs[0] if xs[0] > 0 else points[0][1]
+    elif block_budget >= xs[-1]:
+        x0, y0 = points[-1]
+        share = y0 + (1.0 - y0) * (block_budget - x0) / (1.0 - x0) if x0 < 1 else y0
+    else:
+        i = next(i for i, x in enumerate(xs) if x >= block_budget)
+        (x0, y0), (x1, y1) = points[i - 1], points[i]
+        share = y0 + (y1 - y0) * (block_budget - x0) / (x1 - x0) if x1 > x0 else y1
+    return min(max(share, 2 * block_budget - 1.0, 0.0), min(2 * block_budget, 1.0))
 
 
 @dataclass
@@ -387,6 +423,7 @@ class Router:
         self._gen = torch.Generator().manual_seed(route.seed)
         self._plan: torch.Tensor | None = None
         self._scores: list[torch.Tensor] = []
+        self._last_scores: list[torch.Tensor] = []  # the frame before the last one's
         self._tau = route.threshold
         self._want = 1.0
         self._alloc = torch.ones(num_blocks)
@@ -422,7 +459,7 @@ class Router:
         if r.policy == "learned":
             if r.block_budget is not None and self.step > 0 and not self._full_frame:
                 self._tau = self._next_threshold()
-            self._scores = []
+            self._last_scores, self._scores = self._scores, []
             tau = 0.0 if self._full_frame and self.step > 0 else self._tau
             self._exact_shares = (
                 r.block_budget is not None
@@ -457,6 +494,10 @@ class Router:
 
     def _forced_count(self, start: int) -> int:
         return sum(self.forced(s) for s in range(start, self.num_frames))
+
+    def forced_share(self) -> float:
+        """The fraction of the clip's frames that run every block (:meth:`forced`)."""
+        return self._forced_count(0) / self.num_frames
 
     def _free_keep_fraction(self) -> float:
         """Frozen policies: the kept fraction on free frames that makes the clip's average
@@ -506,8 +547,14 @@ class Router:
         if len(self._scores) != self.num_blocks:
             self._alloc = torch.full((self.num_blocks,), self._want)
             return None
-        tau = self._quantile_threshold(self._scores, self._want)
-        stacked = torch.stack(self._scores).float()  # (num_blocks, B, nH, nW)
+        # The last two frames' scores: a block that ran on a patch refreshes its cached input
+        # there, so the next frame scores it as redundant, and one frame's scores alone
+        # make the spend swing between frames (0.8, 0.2, 0.8, ... on Vid4 calendar).
+        frames = [self._scores]
+        if len(self._last_scores) == self.num_blocks:
+            frames.append(self._last_scores)
+        tau = self._quantile_threshold([s for f in frames for s in f], self._want)
+        stacked = torch.stack([torch.stack(f) for f in frames], 1).float()  # (blocks, F, B, nH, nW)
         area = self.area.expand_as(stacked[0])
         share = ((stacked <= 1.0 - tau) * area).flatten(1).sum(1) / area.sum()
         for _ in range(3):  # a few rescaling rounds: the clamp at 1 can break the mean

@@ -72,6 +72,18 @@ REGISTRY: dict[str, dict] = {
         "estimators": True,
         "skip": "reuse",
         "recommended_budget": 0.8,
+        # python scripts/measure_branch_split.py skipvsr-vimeo-bi (validation clips, 24 frames)
+        "backward_budgets": (
+            (0.1969, 0.1543),
+            (0.2144, 0.1634),
+            (0.2327, 0.1747),
+            (0.2708, 0.1894),
+            (0.3282, 0.2038),
+            (0.425, 0.2531),
+            (0.5953, 0.3885),
+            (0.8769, 0.791),
+            (0.9773, 0.9833),
+        ),
     },
     "skipvsr-vimeo-bi-ft": {
         "file": "skipvsr-vimeo-bi-ft.pt",
@@ -91,6 +103,18 @@ REGISTRY: dict[str, dict] = {
         "skip": "reuse",
         "full_network": "basicvsr-vimeo-bi",
         "recommended_budget": 0.43,
+        # python scripts/measure_branch_split.py skipvsr-vimeo-bi-ft (validation clips, 24 frames)
+        "backward_budgets": (
+            (0.0815, 0.0737),
+            (0.1, 0.0845),
+            (0.1133, 0.0854),
+            (0.1398, 0.093),
+            (0.1861, 0.1033),
+            (0.2578, 0.126),
+            (0.3849, 0.2014),
+            (0.6101, 0.435),
+            (1.0, 1.0),
+        ),
     },
 }
 
@@ -276,6 +300,15 @@ def full_network(name_or_path: str | os.PathLike) -> str | None:
     the official backbone a fine-tuned student was distilled from), or ``None``."""
     entry = REGISTRY.get(str(name_or_path))
     return None if entry is None else entry.get("full_network")
+
+
+def backward_budgets(name_or_path: str | os.PathLike) -> tuple[tuple[float, float], ...] | None:
+    """The registered model's measured branch split (``backward_budgets``: ``(block budget,
+    backward block fraction)`` pairs, as fixed thresholds spend them on the held-out
+    validation clips; see :attr:`skipvsr.routing.Route.backward_budget`), or ``None``."""
+    entry = REGISTRY.get(str(name_or_path))
+    points = None if entry is None else entry.get("backward_budgets")
+    return None if points is None else tuple((float(b), float(s)) for b, s in points)
 
 
 def recommended_budget(name_or_path: str | os.PathLike) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skipvsr import cost
+from skipvsr import cost, routing
 from skipvsr.backbone import ResidualBlock
 from skipvsr.routing import PatchGrid, Route, Router, frozen_keep_mask, residual_update
 from tests.conftest import moving_clip, tiny_model
@@ -140,6 +140,56 @@ def test_budgets_are_met_on_short_and_long_clips(route, budget, frames):
     for branch, executed in out.executed.items():
         mac = 1 - cost.block_share() * (1 - float(executed.mean()))
         assert abs(mac - budget) <= 0.02, (branch, mac)
+
+
+@pytest.mark.parametrize("frames", [5, 40])
+@pytest.mark.parametrize("backward", [0.1, 0.35, 0.6])
+@pytest.mark.parametrize("budget", [0.8, 0.63, 0.43])
+def test_a_split_budget_lands_on_the_clip_budget_with_the_backward_share(budget, backward, frames):
+    """With ``backward_budget`` the backward branch spends its share and the forward branch
+    what is left, so the clip (both branches) still lands on the budget."""
+    model = tiny_model()
+    lr = moving_clip(t=frames, h=16, w=24)[None]
+    blocks = cost.block_fraction_for_budget(budget)
+    back = min(max(backward, 2 * blocks - 1), 2 * blocks)  # what the forward branch can follow
+    route = Route(cell=8, block_budget=blocks, backward_budget=back)
+    with torch.no_grad():
+        out = model(lr, route)
+    spent = {name: float(executed.mean()) for name, executed in out.executed.items()}
+    forced = 1 / frames  # each branch's first frame runs fully
+    assert abs(spent["backward"] - max(min(back, 2 * blocks - forced), forced)) <= 0.02
+    clip = (spent["backward"] + spent["forward"]) / 2
+    assert abs(1 - cost.block_share() * (1 - clip) - budget) <= 0.02, spent
+
+
+def test_branch_split_interpolates_the_measured_points_within_what_the_forward_can_follow():
+    points = ((0.2, 0.1), (0.5, 0.3), (0.9, 0.85))
+    assert routing.split_backward_budget(points, 0.5) == pytest.approx(0.3)
+    assert routing.split_backward_budget(points, 0.35) == pytest.approx(0.2)
+    assert routing.split_backward_budget(points, 0.1) == pytest.approx(0.05)  # below: scaled
+    assert routing.split_backward_budget(points, 1.0) == pytest.approx(1.0)
+    # the forward branch cannot spend more than every block: backward >= 2b - 1
+    assert routing.split_backward_budget(((0.2, 0.0), (0.9, 0.0)), 0.7) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="sorted"):
+        routing.split_backward_budget(((0.5, 0.3), (0.2, 0.1)), 0.4)
+    with pytest.raises(ValueError, match="backward_budget"):
+        Route(threshold=0.3, backward_budget=0.2)
+    with pytest.raises(ValueError, match="backward_budget"):
+        Route(block_budget=0.5, backward_budget=1.5)
+
+
+def test_registered_split_reaches_the_route_through_the_api():
+    from skipvsr.api import Upscaler
+    from skipvsr.weights import backward_budgets
+
+    up = Upscaler(tiny_model(), precision="fp32", backward_budgets=((0.2, 0.1), (0.9, 0.85)))
+    routed = up._route(Route(block_budget=0.5), "full", 48)
+    want = routing.split_backward_budget(up.backward_budgets, routed.block_budget)
+    assert routed.backward_budget == pytest.approx(want)
+    own = up._route(Route(block_budget=0.5, backward_budget=0.3), "full", 48)
+    assert own.backward_budget == 0.3  # a route's own split wins
+    assert up._route(Route(threshold=0.3), "full", 48).backward_budget is None
+    assert backward_budgets("skipvsr-vimeo-bi") is not None
 
 
 def test_estimator_only_checkpoint_loads_its_registered_backbone_bit_for_bit(tmp_path):

@@ -197,6 +197,7 @@ class Runner:
             "seconds": st.seconds,
             "mac_fraction": st.mac_fraction,
             "thresholds": st.thresholds,
+            "branch_blocks": st.branch_blocks,
         }
         rmap = None if st.routing_map is None else st.routing_map.cpu().numpy().astype(np.int16)
         return to_uint8(sr), stats, rmap, sr
