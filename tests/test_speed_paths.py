@@ -219,3 +219,24 @@ def test_bf16_caches_hold_where_blocks_compute_in_bf16(precision, path, route, m
     assert seen["gather"] == want
     assert torch.equal(a.executed["forward"], b.executed["forward"])
     assert (a.sr - b.sr).abs().max() < 2e-3
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_conv_pixel_shuffle_equals_the_shuffled_conv(channels_last, bf16):
+    """The upsampler's reordered-channel shuffle gives the same numbers as conv then shuffle."""
+    import torch.nn.functional as F
+
+    from skipvsr.backbone import conv_pixel_shuffle
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 32, 3, 1, 1)
+    x = torch.randn(2, 8, 9, 13)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        want = F.pixel_shuffle(conv(x), 2)
+        got = conv_pixel_shuffle(conv, x)
+    assert got.shape == (2, 8, 18, 26) and got.dtype == want.dtype
+    assert torch.equal(got, want)
