@@ -283,11 +283,12 @@ class BasicVSR(nn.Module):
             )
 
         split = routed and route.backward_budget is not None and route.block_budget is not None
-        routers: dict[str, Router | None] = {"backward": router("backward", route)}
+        backward_route = route
         if split:  # leave the forward branch at least its forced frames
-            floor = routers["backward"].forced_share()
+            floor = route.forced_count(t) / t
             share = min(route.backward_budget, max(2 * route.block_budget - floor, 0.0))
-            routers["backward"] = router("backward", replace(route, block_budget=share))
+            backward_route = replace(route, block_budget=share)
+        routers: dict[str, Router | None] = {"backward": router("backward", backward_route)}
         features: dict[str, dict[int, list[torch.Tensor]]] = {n: {} for n in BRANCHES}
 
         def step(

@@ -152,6 +152,16 @@ class Route:
             return self.threshold == 0.0
         return self.keep_fraction >= 1.0
 
+    def forced(self, step: int) -> bool:
+        """Whether propagation step ``step`` of a branch runs every block everywhere: the first
+        (no previous features to score, no update to reuse) and every ``refresh``-th."""
+        first = step == 0 and (self.policy == "learned" or self.skip == "reuse")
+        return first or (self.refresh > 0 and step % self.refresh == 0)
+
+    def forced_count(self, num_frames: int, start: int = 0) -> int:
+        """How many of steps ``start .. num_frames - 1`` are :meth:`forced`."""
+        return sum(self.forced(s) for s in range(start, num_frames))
+
 
 def split_backward_budget(points: tuple[tuple[float, float], ...], block_budget: float) -> float:
     """The backward branch's block fraction for a clip's ``block_budget`` in [0, 1], linearly
@@ -439,12 +449,6 @@ class Router:
         self.log: list[tuple[int, int, torch.Tensor, torch.Tensor | None]] = []
 
     # -- per frame -------------------------------------------------------------------------
-    def forced(self, step: int) -> bool:
-        """Whether propagation step ``step`` runs every block everywhere."""
-        r = self.route
-        first = step == 0 and (r.policy == "learned" or r.skip == "reuse")
-        return first or (r.refresh > 0 and step % r.refresh == 0)
-
     def start_frame(self, frame: int, flow: torch.Tensor | None = None) -> None:
         """Begin frame ``frame`` (its index in the clip); frames come in propagation order.
 
@@ -457,7 +461,7 @@ class Router:
         self._warped = [False] * self.num_blocks
         self._pending = {}
         r = self.route
-        self._full_frame = self.forced(self.step)
+        self._full_frame = r.forced(self.step)
         cells = (self.batch, self.grid.rows, self.grid.cols)
         if r.policy == "learned":
             if r.block_budget is not None and self.step > 0 and not self._full_frame:
@@ -496,11 +500,7 @@ class Router:
         return self._forced_count(step + 1) == self.num_frames - step - 1
 
     def _forced_count(self, start: int) -> int:
-        return sum(self.forced(s) for s in range(start, self.num_frames))
-
-    def forced_share(self) -> float:
-        """The fraction of the clip's frames that run every block (:meth:`forced`)."""
-        return self._forced_count(0) / self.num_frames
+        return self.route.forced_count(self.num_frames, start)
 
     def _free_keep_fraction(self) -> float:
         """Frozen policies: the kept fraction on free frames that makes the clip's average
