@@ -315,7 +315,7 @@ class Upscaler:
         tubes = layout.split(lr)
         flows = None
         if not tube_flow and t > 1:
-            fb, ff = self.network_for(route).compute_flows(lr[None])
+            fb, ff = self.network_for(route).compute_flows(lr[None], self.precision)
             flows = (layout.split(fb[0]), layout.split(ff[0]))
         srs, maps, thresholds = [], [], []
         weighted = dict.fromkeys(BRANCHES, 0)  # branch -> sum of (T, num_block) * tubes

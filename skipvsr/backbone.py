@@ -196,20 +196,25 @@ class BasicVSR(nn.Module):
     def has_estimators(self) -> bool:
         return self.forward_estimator is not None
 
-    def compute_flows(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute_flows(
+        self, lr: torch.Tensor, precision: str = "fp32"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Flows between neighbours of ``lr`` ``(B, T, 3, H, W)``.
 
         Returns ``(backward, forward)``, each ``(B, T-1, 2, H, W)`` float32: ``backward[:, i]``
         warps frame ``i+1``'s features onto frame ``i``, ``forward[:, i]`` frame ``i`` onto ``i+1``.
+        Unless ``precision`` is ``fp32``, SpyNet's convs compute in bf16 (see :class:`SpyNet`).
         """
+        check_precision(precision)
+        bf16 = precision != "fp32"
         b, t, c, h, w = lr.shape
         if t < 2:
             empty = lr.new_zeros(b, 0, 2, h, w, dtype=torch.float32)
             return empty, empty
         a = lr[:, :-1].reshape(-1, c, h, w)
         z = lr[:, 1:].reshape(-1, c, h, w)
-        backward = self.spynet(a, z).view(b, t - 1, 2, h, w)
-        forward = self.spynet(z, a).view(b, t - 1, 2, h, w)
+        backward = self.spynet(a, z, bf16).view(b, t - 1, 2, h, w)
+        forward = self.spynet(z, a, bf16).view(b, t - 1, 2, h, w)
         return backward, forward
 
     def upsample(self, back: torch.Tensor, fwd: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -261,7 +266,7 @@ class BasicVSR(nn.Module):
         fp32 = torch.autocast(lr.device.type, enabled=False)
         if flows is None:
             with fp32:
-                flows = self.compute_flows(lr)
+                flows = self.compute_flows(lr, precision)
         flows_backward, flows_forward = flows
         training = targets is not None or reuse_targets
         routed = route is not None and (not route.runs_everything() or training)

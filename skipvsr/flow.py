@@ -175,8 +175,11 @@ class SpyNetLevel(nn.Module):
                 layers.append(nn.ReLU())
         self.basic_module = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.basic_module(x)
+    def forward(self, x: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+        """``x`` ``(N, 8, H, W)`` float32 -> flow residual ``(N, 2, H, W)`` float32; with
+        ``bf16`` the convs compute in bfloat16."""
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
+            return self.basic_module(x).float()
 
 
 class SpyNet(nn.Module):
@@ -186,6 +189,13 @@ class SpyNet(nn.Module):
     ``(N, 2, H, W)`` float32 in pixels such that ``flow_warp(supp, flow)`` aligns ``supp`` to
     ``ref``. Any H, W works: frames are resized to the next multiple of 32 and the flow is
     resized and rescaled back.
+
+    With ``bf16=True`` the pyramid levels' convs compute in bfloat16 while the flow itself (its
+    sums, resizing and warp grids) stays float32. That halves SpyNet's time on a CPU with native
+    bf16 (0.31 -> 0.16 s per frame at 180x320 on 2 threads) and moves flows by 0.02 px on
+    average, which leaves the official network's output 59.06 dB from fp32's (Vid4 calendar,
+    6 frames, with ``mixed`` blocks; 59.24 with fp32 flows): under the noise of the blocks'
+    own bf16 rounding.
     """
 
     def __init__(self) -> None:
@@ -194,7 +204,7 @@ class SpyNet(nn.Module):
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 
-    def _pyramid_flow(self, ref: torch.Tensor, supp: torch.Tensor) -> torch.Tensor:
+    def _pyramid_flow(self, ref: torch.Tensor, supp: torch.Tensor, bf16: bool) -> torch.Tensor:
         refs = [(ref - self.mean) / self.std]
         supps = [(supp - self.mean) / self.std]
         for _ in range(SPYNET_LEVELS - 1):
@@ -213,10 +223,10 @@ class SpyNet(nn.Module):
             if up.shape[3] != refs[level].shape[3]:
                 up = F.pad(up, [0, 1, 0, 0], mode="replicate")
             warped = flow_warp(supps[level], up, padding_mode="border")
-            flow = module(torch.cat([refs[level], warped, up], dim=1)) + up
+            flow = module(torch.cat([refs[level], warped, up], dim=1), bf16) + up
         return flow
 
-    def forward(self, ref: torch.Tensor, supp: torch.Tensor) -> torch.Tensor:
+    def forward(self, ref: torch.Tensor, supp: torch.Tensor, bf16: bool = False) -> torch.Tensor:
         if ref.shape != supp.shape:
             raise ValueError(f"ref and supp must have one shape, got {ref.shape} and {supp.shape}")
         h, w = ref.shape[-2:]
@@ -225,7 +235,7 @@ class SpyNet(nn.Module):
         ref = F.interpolate(ref, size=(hp, wp), mode="bilinear", align_corners=False)
         supp = F.interpolate(supp, size=(hp, wp), mode="bilinear", align_corners=False)
         flow = F.interpolate(
-            self._pyramid_flow(ref, supp), size=(h, w), mode="bilinear", align_corners=False
+            self._pyramid_flow(ref, supp, bf16), size=(h, w), mode="bilinear", align_corners=False
         )
         scale = torch.tensor([w / wp, h / hp], dtype=flow.dtype, device=flow.device)
         return flow * scale.view(1, 2, 1, 1)

@@ -318,9 +318,11 @@ residual stream included, stays float32:
   fp32: 59.3 dB with the first two in fp32, 57.3 with none, 60.0 with all thirty).
 - ``bf16``: every trunk conv, the trunks' input convs included.
 
-SpyNet and the flow warps always run in fp32 (see :func:`skipvsr.flow.flow_warp`), and the
-upsampler adds its bilinear skip in fp32: added in bf16, that rounding alone took the output
-from 62.0 to 54.4 dB against fp32 (Vid4 calendar, 6 frames)."""
+In ``mixed`` and ``bf16`` SpyNet's convs compute in bf16 too (:class:`skipvsr.flow.SpyNet`),
+while the flows, their sampling grids and every warp stay fp32 (see
+:func:`skipvsr.flow.flow_warp`), and the upsampler adds its bilinear skip in fp32: added in
+bf16, that rounding alone took the output from 62.0 to 54.4 dB against fp32 (Vid4 calendar, 6
+frames)."""
 
 
 FP32_LEAD_BLOCKS = 2

@@ -47,3 +47,20 @@ def test_spynet_returns_a_flow_per_pixel(h, w):
 def test_spynet_rejects_mismatched_frames():
     with pytest.raises(ValueError, match="ref and supp must have one shape"):
         SpyNet()(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9))
+
+
+def test_bf16_spynet_keeps_float32_flows_near_fp32():
+    """``mixed`` computes SpyNet's convs in bf16; the flows stay float32, within a small
+    fraction of a pixel of fp32's, and ``fp32`` is SpyNet itself."""
+    from skipvsr.weights import load_model
+
+    from .conftest import moving_clip, real_weights
+
+    model = load_model(real_weights()).eval()
+    lr = moving_clip(t=3, h=40, w=56)[None]
+    with torch.no_grad():
+        fp32, mixed = model.compute_flows(lr), model.compute_flows(lr, "mixed")
+        assert torch.equal(fp32[0][:, 0], model.spynet(lr[:, 0], lr[:, 1]))
+    for a, b in zip(fp32, mixed, strict=True):
+        assert b.dtype == torch.float32 and not torch.equal(a, b)
+        assert float((a - b).abs().mean()) < 0.05
