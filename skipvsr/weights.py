@@ -88,11 +88,11 @@ REGISTRY: dict[str, dict] = {
     "skipvsr-vimeo-bi-ft": {
         "file": "skipvsr-vimeo-bi-ft.pt",
         "package": "skipvsr",
-        "sha256": "63e57ebc93bf1490a786a83b5b52adfd59bfe69878a9f95ecd7eb49a08380bee",
+        "sha256": "7b2f53913b522456171e40daf23df1eb9b9a3fc83e8cef1557c82557f545d0f0",
         "source": "trained in this project: skipvsr-vimeo-bi's estimators and the official"
         " backbone fine-tuned together with warped reuse in the loop, 400 steps on CPU"
         " (configs/skipvsr-vimeo-bi-reuse-ft.yaml), then 161 on 20-frame sequences"
-        " (configs/skipvsr-vimeo-bi-reuse-ft-long.yaml) and 155 on 24-frame sequences"
+        " (configs/skipvsr-vimeo-bi-reuse-ft-long.yaml) and 400 on 24-frame sequences"
         " (configs/skipvsr-vimeo-bi-reuse-ft-long2.yaml), stored as float16; at full cost it"
         " runs basicvsr-vimeo-bi itself",
         "license": "Apache-2.0 (training data: DAVIS 2016 CC BY 4.0, Perazzi et al. CVPR 2016)",
@@ -105,14 +105,14 @@ REGISTRY: dict[str, dict] = {
         "recommended_budget": 0.43,
         # python scripts/measure_branch_split.py skipvsr-vimeo-bi-ft (validation clips, 24 frames)
         "backward_budgets": (
-            (0.0815, 0.0737),
-            (0.1, 0.0845),
-            (0.1133, 0.0854),
-            (0.1398, 0.093),
-            (0.1861, 0.1033),
-            (0.2578, 0.126),
-            (0.3849, 0.2014),
-            (0.6101, 0.435),
+            (0.08, 0.0733),
+            (0.0998, 0.0831),
+            (0.1164, 0.0879),
+            (0.1458, 0.0942),
+            (0.1911, 0.1044),
+            (0.2667, 0.1354),
+            (0.386, 0.2073),
+            (0.6117, 0.4303),
             (1.0, 1.0),
         ),
     },
