@@ -5,7 +5,9 @@ Usage::
     python scripts/plot_training.py RUN_DIR/train.log [LABEL=LOG ...] -o docs/training_curve.png
         [--budget 0.63] [--ref NAME=PSNR ...]
 
-Each log is a run's ``train.log`` (``skipvsr train`` writes it); ``--ref`` draws horizontal
+Each log is a run's ``train.log`` (``skipvsr train`` writes it), or several joined by commas
+(``LABEL=A/train.log,B/train.log``) for runs that each continue the one before: they are
+drawn as one curve (:func:`skipvsr.eval.plots.chain_curves`). ``--ref`` draws horizontal
 reference lines, e.g. the teacher's PSNR on the same validation crops.
 """
 
@@ -17,7 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from skipvsr.eval.plots import read_training_log, training_curve_plot  # noqa: E402
+from skipvsr.eval.plots import (  # noqa: E402
+    chain_curves,
+    read_training_log,
+    training_curve_plot,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = {}
     for item in args.logs:
         label, _, path = item.rpartition("=")
-        runs[label or Path(path).parent.name] = read_training_log(path, args.budget)
+        paths = path.split(",")
+        curves = [read_training_log(p, args.budget) for p in paths]
+        runs[label or Path(paths[0]).parent.name] = chain_curves(curves)
     refs = {}
     for item in args.ref:
         name, _, value = item.rpartition("=")

@@ -237,26 +237,57 @@ def routing_strip(
     return path
 
 
-def read_training_log(path: str | Path, budget: float = 0.63) -> dict[str, list[float]]:
+def read_training_log(
+    path: str | Path, budget: float = 0.63, pause_factor: float = 3.0
+) -> dict[str, list[float]]:
     """The validation curve at ``budget`` from a run's ``train.log``.
 
     Returns ``step``, ``psnr`` (dB, RGB on the held-out crops), ``mac`` (measured fraction) and
-    ``hours`` (wall hours of training steps up to that step: the sum of the logged ``s/it``;
-    multiply by the run's ``threads`` for thread-hours).
+    ``hours`` (hours of training steps up to that step: the sum of the logged ``s/it``;
+    multiply by the run's ``threads`` for thread-hours). A step logged at more than
+    ``pause_factor`` times the run's median step spanned a pause (training is stopped with
+    SIGSTOP while benchmarks and evaluations run, and the log's ``s/it`` is wall time), so it
+    counts as a median step.
     """
     key = f"{budget:g}"
-    steps, psnrs, macs, hours = [], [], [], []
-    seconds = 0.0
+    events: list[tuple[str, list[str]]] = []
     for line in Path(path).read_text().splitlines():
         words = line.split()
         if words[:1] == ["step"] and "s/it" in words:
-            seconds += float(words[words.index("s/it") + 1])
+            events.append(("step", words))
         elif words[:2] == ["val", "step"] and f"psnr@{key}" in words:
+            events.append(("val", words))
+    times = [float(w[w.index("s/it") + 1]) for kind, w in events if kind == "step"]
+    typical = float(np.median(times)) if times else 0.0
+    steps, psnrs, macs, hours = [], [], [], []
+    seconds = 0.0
+    for kind, words in events:
+        if kind == "step":
+            t = float(words[words.index("s/it") + 1])
+            seconds += typical if t > pause_factor * typical else t
+        else:
             steps.append(int(words[2]))
             psnrs.append(float(words[words.index(f"psnr@{key}") + 1]))
             macs.append(float(words[words.index(f"mac@{key}") + 1]))
             hours.append(seconds / 3600.0)
     return {"step": steps, "psnr": psnrs, "mac": macs, "hours": hours}
+
+
+def chain_curves(curves: Sequence[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """One curve from :func:`read_training_log` curves of runs that each start from the one
+    before (``init:`` its exported model): a run's steps and hours are offset by where the
+    previous run ended (its last logged step and its hours of steps)."""
+    out: dict[str, list[float]] = {"step": [], "psnr": [], "mac": [], "hours": []}
+    step0, hours0 = 0, 0.0
+    for curve in curves:
+        out["step"] += [step0 + s for s in curve["step"]]
+        out["hours"] += [hours0 + h for h in curve["hours"]]
+        out["psnr"] += curve["psnr"]
+        out["mac"] += curve["mac"]
+        if curve["step"]:
+            step0 += curve["step"][-1]
+            hours0 += curve["hours"][-1]
+    return out
 
 
 def training_curve_plot(
