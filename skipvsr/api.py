@@ -238,7 +238,7 @@ class Upscaler:
         )
         self.net = cost.NetworkShape(model.num_feat, model.num_block)
         if backward_budgets is not None:
-            routing.split_backward_budget(backward_budgets, 0.5)  # validates the points
+            routing.check_branch_split(backward_budgets)
         self.backward_budgets = backward_budgets
 
     def network_for(self, route: Route) -> BasicVSR:

@@ -163,6 +163,16 @@ class Route:
         return sum(self.forced(s) for s in range(start, num_frames))
 
 
+def check_branch_split(points: tuple[tuple[float, float], ...]) -> None:
+    """Raise ``ValueError`` unless ``points`` (a model's measured branch split, see
+    :func:`split_backward_budget`) holds at least one pair, sorted by block budget."""
+    if not points:
+        raise ValueError("points must hold at least one (block_budget, backward) pair")
+    xs = [p[0] for p in points]
+    if xs != sorted(xs):
+        raise ValueError(f"points must be sorted by block budget, got {xs}")
+
+
 def split_backward_budget(points: tuple[tuple[float, float], ...], block_budget: float) -> float:
     """The backward branch's block fraction for a clip's ``block_budget`` in [0, 1], linearly
     interpolated in a model's measured split ``points``: ``(block_budget, backward fraction)``
@@ -170,11 +180,8 @@ def split_backward_budget(points: tuple[tuple[float, float], ...], block_budget:
     scales with the budget, above the last it runs on linearly to (1, 1); the result is
     clamped to what the forward branch can balance, ``[2 * block_budget - 1, 2 *
     block_budget]``."""
-    if not points:
-        raise ValueError("points must hold at least one (block_budget, backward) pair")
+    check_branch_split(points)
     xs = [p[0] for p in points]
-    if xs != sorted(xs):
-        raise ValueError(f"points must be sorted by block budget, got {xs}")
     if block_budget <= xs[0]:
         share = points[0][1] * block_budget / xs[0] if xs[0] > 0 else points[0][1]
     elif block_budget >= xs[-1]:

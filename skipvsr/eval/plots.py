@@ -250,22 +250,22 @@ def read_training_log(
     counts as a median step.
     """
     key = f"{budget:g}"
-    events: list[tuple[str, list[str]]] = []
+    events: list[float | list[str]] = []  # a step's seconds, or a validation line's words
     for line in Path(path).read_text().splitlines():
         words = line.split()
         if words[:1] == ["step"] and "s/it" in words:
-            events.append(("step", words))
+            events.append(float(words[words.index("s/it") + 1]))
         elif words[:2] == ["val", "step"] and f"psnr@{key}" in words:
-            events.append(("val", words))
-    times = [float(w[w.index("s/it") + 1]) for kind, w in events if kind == "step"]
+            events.append(words)
+    times = [e for e in events if isinstance(e, float)]
     typical = float(np.median(times)) if times else 0.0
     steps, psnrs, macs, hours = [], [], [], []
     seconds = 0.0
-    for kind, words in events:
-        if kind == "step":
-            t = float(words[words.index("s/it") + 1])
-            seconds += typical if t > pause_factor * typical else t
+    for event in events:
+        if isinstance(event, float):
+            seconds += typical if event > pause_factor * typical else event
         else:
+            words = event
             steps.append(int(words[2]))
             psnrs.append(float(words[words.index(f"psnr@{key}") + 1]))
             macs.append(float(words[words.index(f"mac@{key}") + 1]))
