@@ -7,11 +7,13 @@ import torch
 
 from skipvsr import cost
 from skipvsr.backbone import ResidualBlock
+from skipvsr.flow import flow_warp
 from skipvsr.routing import (
     POLICIES,
     ConfidenceEstimator,
     PatchGrid,
     Route,
+    Router,
     frozen_keep_mask,
     run_residual_block,
 )
@@ -147,6 +149,8 @@ def test_random_policy_is_seeded():
         ({"policy": "shallow"}, "needs keep or budget"),
         ({"policy": "shallow", "keep": 1.5}, "keep must be in"),
         ({"cell": 2}, "cell must be"),
+        ({"cell": 33}, "estimator_stride must be >= 1 and divide cell"),
+        ({"estimator_stride": 0}, "estimator_stride must be"),
     ],
 )
 def test_route_validation(kwargs, match):
@@ -159,3 +163,64 @@ def test_patch_grid_pool_averages_valid_pixels_only():
     x = torch.ones(1, 1, 5, 7)
     assert torch.equal(grid.pool(x), torch.ones(1, 1, 2, 2))
     assert grid.area(torch.device("cpu")).tolist() == [[16, 12], [4, 3]]
+
+
+@pytest.mark.parametrize("h,w,cell", [(180, 320, 32), (33, 47, 8), (5, 7, 4), (9, 9, 16)])
+def test_strided_grid_keeps_every_pixel_in_its_patch(h, w, cell):
+    """Pixel ``q`` of the stride-2 map is pixel ``2q`` of the full one: same patch, same grid."""
+    grid = PatchGrid(h, w, cell)
+    strided = grid.strided(2)
+    assert (strided.rows, strided.cols) == (grid.rows, grid.cols)
+    assert (strided.height, strided.width) == ((h + 1) // 2, (w + 1) // 2)
+    for n, size, cell_full, cell_strided in (
+        (grid.rows, strided.height, grid.cell, strided.cell),
+        (grid.cols, strided.width, grid.cell, strided.cell),
+    ):
+        q = torch.arange(size)
+        assert torch.equal(q // cell_strided, (2 * q) // cell_full)
+        assert int((q // cell_strided).max()) == n - 1
+
+
+def _router(stride: int, inputs: str, grid: PatchGrid, bias: float = 0.1) -> Router:
+    est = ConfidenceEstimator(4, 1, inputs=inputs)
+    with torch.no_grad():
+        est.weight.normal_(generator=torch.Generator().manual_seed(0))
+        est.bias.fill_(bias)
+    route = Route(threshold=0.5, cell=grid.cell, estimator_stride=stride)
+    return Router(route, grid, 1, 2, 1, est, torch.device("cpu"))
+
+
+def test_strided_estimator_pools_every_second_pixel():
+    """Stride 2: ``S = sigmoid(w . mean over the patch's even rows and columns of |h_t -
+    h_(t-1)|  + b)``; stride 1 pools every pixel."""
+    grid = PatchGrid(12, 16, 4)
+    gen = torch.Generator().manual_seed(1)
+    h0, h1 = torch.rand(1, 4, 12, 16, generator=gen), torch.rand(1, 4, 12, 16, generator=gen)
+    for stride in (1, 2):
+        router = _router(stride, "difference", grid)
+        for frame, h in enumerate((h0, h1)):
+            router.start_frame(frame)
+            router.decide(0, h)
+        d = (h1 - h0).abs()[:, :, ::stride, ::stride]
+        pooled = torch.nn.functional.avg_pool2d(d, 4 // stride)
+        want = torch.sigmoid(torch.einsum("bchw,c->bhw", pooled, router.estimator.weight[0]) + 0.1)
+        assert torch.allclose(router._scores[-1], want, atol=1e-6)
+
+
+def test_strided_estimator_warps_its_cache_at_its_own_resolution():
+    """With an even whole-pixel flow, warping the stride-2 cache equals warping the full map
+    and then taking every second pixel: the flow is halved onto the strided grid."""
+    grid = PatchGrid(12, 16, 4)
+    h0 = torch.rand(1, 4, 12, 16, generator=torch.Generator().manual_seed(2))
+    h0 = h0.contiguous(memory_format=torch.channels_last)
+    flow = torch.zeros(1, 2, 12, 16)
+    flow[:, 0], flow[:, 1] = 2.0, -4.0
+    router = _router(2, "warped-difference", grid, bias=20.0)  # S ~ 1: every patch skips
+    router.start_frame(0)
+    router.decide(0, h0)
+    router.start_frame(1, flow)
+    router.decide(0, h0)
+    want = flow_warp(h0, flow)[:, :, ::2, ::2]
+    assert router.executed[1, 0] == 0
+    assert router.prev[0].shape == (1, 4, 6, 8)
+    assert torch.allclose(router.prev[0], want, atol=1e-6)

@@ -101,6 +101,7 @@ def settings_from_args(args: argparse.Namespace, model: str) -> list[Setting]:
             args.seed,
             args.skip or registered_skip(model),
             args.refresh,
+            args.estimator_stride,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None

@@ -179,7 +179,11 @@ def route_from_args(args: argparse.Namespace, model: str) -> Route:
     the model's recommended budget (:func:`skipvsr.weights.recommended_budget`), or the full
     network without one; frozen policies need ``--budget``."""
     fields = {"policy": args.policy, "cell": args.cell, "seed": args.seed}
-    fields.update(skip=args.skip or registered_skip(model), refresh=args.refresh)
+    fields.update(
+        skip=args.skip or registered_skip(model),
+        refresh=args.refresh,
+        estimator_stride=args.estimator_stride,
+    )
     if args.full:
         return Route(**fields)
     chosen = args.budget

@@ -54,7 +54,8 @@ class Setting:
     @property
     def label(self) -> str:
         """Readable key: ``bicubic``, ``full``, ``learned t=0.9``, ``uniform b=0.63``, with
-        `` identity`` / `` refresh=N`` for those route fields."""
+        `` identity`` / `` refresh=N`` / `` estimator-stride=N`` where those route fields are
+        not their defaults."""
         r = self.route
         if r is None:
             return BICUBIC
@@ -64,6 +65,8 @@ class Setting:
         extra = (" identity" if r.skip == "identity" else "") + (
             f" refresh={r.refresh}" if r.refresh else ""
         )
+        if r.estimator_stride != Route.estimator_stride:
+            extra += f" estimator-stride={r.estimator_stride}"
         return f"{r.policy} {knob}{extra}"
 
     @property
@@ -95,12 +98,19 @@ def make_settings(
     seed: int = 0,
     skip: str = "reuse",
     refresh: int = 0,
+    estimator_stride: int = Route.estimator_stride,
 ) -> list[Setting]:
     """The sweep: ``learned`` takes every threshold (default ``[0]``) and every budget; frozen
     policies take every budget (and need at least one). A budget of 1 is the ``full`` setting.
-    ``cell``, ``seed``, ``skip`` and ``refresh`` go into every route. Duplicates are dropped,
-    order kept."""
-    common = {"cell": cell, "seed": seed, "skip": skip, "refresh": refresh}
+    ``cell``, ``seed``, ``skip``, ``refresh`` and ``estimator_stride`` go into every route.
+    Duplicates are dropped, order kept."""
+    common = {
+        "cell": cell,
+        "seed": seed,
+        "skip": skip,
+        "refresh": refresh,
+        "estimator_stride": estimator_stride,
+    }
     full = Setting(Route(**common), mode)
     out: list[Setting] = []
     for p in policies:

@@ -106,6 +106,7 @@ class TrainConfig:
     cell: int = 16
     skip: str = "reuse"  # reuse | identity: what a skipped block gives (routing.Route.skip)
     refresh: int = 0  # full-cost frame every N frames (routing.Route.refresh)
+    estimator_stride: int = 1  # routing.Route.estimator_stride; every shipped model used 1
     # data
     data: str = ""  # cache root ("" = $SKIPVSR_CACHE/train or ~/.cache/skipvsr/train)
     num_frames: int = 8
@@ -176,6 +177,8 @@ def make_config(values: dict, overrides: list[str] = ()) -> TrainConfig:
         (cfg.estimator_target != "reuse" or cfg.skip == "reuse",
          "estimator_target: reuse needs skip: reuse"),
         (cfg.refresh >= 0, "refresh must be >= 0"),
+        (cfg.estimator_stride >= 1 and cfg.cell % cfg.estimator_stride == 0,
+         "estimator_stride must be >= 1 and divide cell"),
         (cfg.tfa_mapping in MAPPINGS, f"tfa_mapping must be one of {MAPPINGS}"),
         (cfg.steps >= 1 and cfg.batch_size >= 1, "steps and batch_size must be >= 1"),
         (cfg.num_frames >= 2, "num_frames must be >= 2"),
@@ -294,7 +297,13 @@ def _spynet_trains(spynet: torch.nn.Module) -> bool:
 def sample_route(cfg: TrainConfig, step: int) -> Route:
     """The training route of ``step`` (mask execution), a function of ``(seed, step)`` only."""
     rng = np.random.default_rng([cfg.seed, step, 1])
-    common = dict(cell=cfg.cell, execution="mask", skip=cfg.skip, refresh=cfg.refresh)
+    common = dict(
+        cell=cfg.cell,
+        execution="mask",
+        skip=cfg.skip,
+        refresh=cfg.refresh,
+        estimator_stride=cfg.estimator_stride,
+    )
     if rng.random() < cfg.full_prob:
         return Route("learned", threshold=0.0, **common)
     budget = float(rng.uniform(cfg.budget_min, cfg.budget_max))
@@ -383,7 +392,12 @@ def validate(cfg: TrainConfig, student: BasicVSR, clips, device: torch.device) -
             # tiny nets: the non-block floor is near 1, so budgets below it run no block
             blocks = cost.block_fraction_for_budget(budget, net, clamp=True)
             route = Route(
-                "learned", block_budget=blocks, cell=cfg.cell, skip=cfg.skip, refresh=cfg.refresh
+                "learned",
+                block_budget=blocks,
+                cell=cfg.cell,
+                skip=cfg.skip,
+                refresh=cfg.refresh,
+                estimator_stride=cfg.estimator_stride,
             )
         for clip in clips:
             t, h, w = clip.lr.shape[:3]
