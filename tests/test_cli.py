@@ -23,6 +23,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (["macs", "--size", "180by320"], "size must be HxW"),
         (["upscale", "x", "-o", "y", "--threshold", "1.5"], "threshold must be in [0.0, 1.0)"),
         (["upscale", "x", "-o", "y", "--policy", "best"], "invalid choice"),
+        (["upscale", "x", "-o", "y", "--estimator-stride", "0"], "estimator-stride must be >= 1"),
     ],
 )
 def test_usage_errors_exit_2(args, needle, capsys):

@@ -76,6 +76,10 @@ def test_make_settings_sweep():
     with pytest.raises(ValueError, match="needs --budgets"):
         make_settings(["shallow"], None, None)
     assert slug("uniform b=0.63") == "uniform_b0.63"
+    paper = make_settings(["learned"], None, [0.63], estimator_stride=1)[0]
+    assert paper.route.estimator_stride == 1
+    assert paper.label == "learned b=0.63 estimator-stride=1"
+    assert make_settings(["learned"], None, [0.63])[0].route.estimator_stride == 2
 
 
 def test_to_uint8_rounds():
