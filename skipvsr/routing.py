@@ -48,6 +48,9 @@ from skipvsr.flow import Box, WarpPlan
 POLICIES = ("learned", "uniform", "shallow", "deep", "random", "rotate")
 SKIP_OUTPUTS = ("reuse", "identity")
 HALO = 2  # two 3x3 convs per residual block
+FRAME_CELL = 1 << 16
+"""A ``Route.cell`` no frame reaches: every frame is one routing patch, so each block runs on
+the whole frame or not at all (no boxes, no halos) and the estimator pools the whole map."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class Route:
             threshold is adapted frame by frame to reach it; frozen policies use it as ``keep``.
         cell: patch size in LR pixels for routing on whole frames. Larger inputs are split
             into a grid of ``cell x cell`` patches; a batch element no larger than ``cell`` is
-            one patch (the paper's tube protocol).
+            one patch (the paper's tube protocol; :data:`FRAME_CELL` makes every frame one).
         seed: seed of the ``random`` policy.
         execution: ``gather`` runs blocks only on the selected patches (inference: saves
             time); ``mask`` runs every block everywhere and keeps the update only on the

@@ -24,6 +24,11 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (["upscale", "x", "-o", "y", "--threshold", "1.5"], "threshold must be in [0.0, 1.0)"),
         (["upscale", "x", "-o", "y", "--policy", "best"], "invalid choice"),
         (["upscale", "x", "-o", "y", "--estimator-stride", "0"], "estimator-stride must be >= 1"),
+        (
+            ["upscale", "x", "-o", "y", "--cell", "tile"],
+            "cell must be an integer >= 4 or 'frame', got 'tile'",
+        ),
+        (["eval", "--dataset", "vid4", "--cell", "2"], "cell must be an integer >= 4 or 'frame'"),
     ],
 )
 def test_usage_errors_exit_2(args, needle, capsys):

@@ -9,6 +9,7 @@ from skipvsr import cost
 from skipvsr.backbone import ResidualBlock
 from skipvsr.flow import flow_warp
 from skipvsr.routing import (
+    FRAME_CELL,
     POLICIES,
     ConfidenceEstimator,
     PatchGrid,
@@ -224,3 +225,21 @@ def test_strided_estimator_warps_its_cache_at_its_own_resolution():
     assert router.executed[1, 0] == 0
     assert router.prev[0].shape == (1, 4, 6, 8)
     assert torch.allclose(router.prev[0], want, atol=1e-6)
+
+
+def test_frame_cell_routes_whole_frames():
+    """``cell=FRAME_CELL``: each block runs on the whole frame or not at all, and the budget
+    is still met."""
+    model = tiny_model()
+    lr = moving_clip(t=6, h=32, w=40)[None]
+    budget = 0.7
+    route = Route(block_budget=cost.block_fraction_for_budget(budget), cell=FRAME_CELL)
+    with torch.no_grad():
+        out = model(lr, route)
+    for branch in ("backward", "forward"):
+        executed = out.executed[branch]
+        assert bool(((executed == 0) | (executed == 1)).all())
+        assert out.block_map[branch].shape == (1, 6, 1, 1)
+    executed = float(torch.stack(list(out.executed.values())).mean())
+    assert abs(1 - cost.block_share() * (1 - executed) - budget) <= 0.02
+    assert 0 < executed < 1

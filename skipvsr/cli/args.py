@@ -8,7 +8,7 @@ import av
 
 from skipvsr.api import PRECISIONS
 from skipvsr.cost import block_fraction_for_budget
-from skipvsr.routing import POLICIES, SKIP_OUTPUTS, Route
+from skipvsr.routing import FRAME_CELL, POLICIES, SKIP_OUTPUTS, Route
 from skipvsr.weights import DEFAULT_MODEL, REGISTRY, CheckpointError, resolve
 
 
@@ -72,6 +72,27 @@ def positive_int(name: str, minimum: int = 1):
         return v
 
     return parse
+
+
+def cell_size(text: str) -> int:
+    """Parser of ``--cell``: a routing patch size in LR pixels (>= 4), or ``frame`` for
+    :data:`skipvsr.routing.FRAME_CELL` (every frame one patch)."""
+    if text == "frame":
+        return FRAME_CELL
+    try:
+        cell = int(text)
+    except ValueError:
+        cell = 0
+    if cell < 4:
+        raise argparse.ArgumentTypeError(f"cell must be an integer >= 4 or 'frame', got {text!r}")
+    return cell
+
+
+CELL_HELP = (
+    "routing patch size in LR pixels in full-frame mode (default 32), or 'frame': each block "
+    "runs on the whole frame or not at all, which costs 0.13 dB on Vid4 at 0.63 but takes 0.92 "
+    "of the 32-pixel routing's time on 2 threads (README: patches or whole frames)"
+)
 
 
 def policies(text: str) -> list[str]:

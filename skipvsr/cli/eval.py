@@ -10,9 +10,11 @@ import torch
 
 from skipvsr.api import cpu_flags, resolve_precision
 from skipvsr.cli.args import (
+    CELL_HELP,
     UsageError,
     add_device_args,
     add_skip_args,
+    cell_size,
     default_model,
     floats,
     policies,
@@ -63,7 +65,7 @@ def add_parser(sub) -> None:
     p.add_argument("--mode", choices=("full", "patch"), default="full")
     p.add_argument("--patch", type=positive_int("patch", 8), default=48)
     p.add_argument("--stride", type=positive_int("stride"), default=46)
-    p.add_argument("--cell", type=positive_int("cell", 4), default=32)
+    p.add_argument("--cell", type=cell_size, default=32, help=CELL_HELP)
     p.add_argument("--seed", type=int, default=0)
     add_skip_args(p)
     add_device_args(p, precision="fp32")  # evaluation measures the model, not the fast path

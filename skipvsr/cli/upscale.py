@@ -14,10 +14,12 @@ from pathlib import Path
 from skipvsr.api import load
 from skipvsr.cli import jobs, ray_jobs
 from skipvsr.cli.args import (
+    CELL_HELP,
     UsageError,
     add_device_args,
     add_skip_args,
     budget,
+    cell_size,
     default_model,
     fraction,
     positive_int,
@@ -80,9 +82,9 @@ def add_routing_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--cell",
-        type=positive_int("cell", 4),
+        type=cell_size,
         default=32,
-        help="routing patch size in LR pixels in full-frame mode (32)",
+        help=CELL_HELP,
     )
     add_device_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy")

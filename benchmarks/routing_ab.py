@@ -1,0 +1,92 @@
+"""Wall time of learned routing against the same model unrouted, for several routing cells and
+budgets, from alternating runs in one process (an A/B: this VM's timings drift between runs).
+
+    python benchmarks/routing_ab.py --model skipvsr-vimeo-bi-ft --budgets 0.63,0.7,0.75
+        --cells 32,frame [--threads 2] [--frames 8] [--repeats 3] [--json out/ab.json]
+
+Each round runs every (budget, cell) once and then the unrouted network, on real frames
+(:func:`benchmarks.bench.real_frames`), SpyNet included, in the model's ``auto`` precision;
+each setting's ``wall_fraction`` is its median over the rounds divided by the unrouted
+median. Run it alone on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench import cpu_info, real_frames  # noqa: E402
+from skipvsr.api import load  # noqa: E402
+from skipvsr.cli.args import cell_size  # noqa: E402
+from skipvsr.routing import FRAME_CELL, Route  # noqa: E402
+from skipvsr.video.heap import tune_allocator  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="skipvsr-vimeo-bi-ft")
+    p.add_argument("--budgets", default="0.63,0.7,0.75")
+    p.add_argument(
+        "--cells", default="32,frame", help="comma list of sizes in LR pixels or 'frame'"
+    )
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--size", default="180x320")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    budgets = [float(b) for b in args.budgets.split(",")]
+    cells = [cell_size(c) for c in args.cells.split(",")]
+    tune_allocator(fast=True)
+    torch.set_num_threads(args.threads)
+    h, w = (int(v) for v in args.size.split("x"))
+    up = load(args.model)
+    lr = real_frames(args.frames, h, w)
+    settings = [(b, c) for b in budgets for c in cells]
+    times: dict[tuple[float, int], list[float]] = {s: [] for s in settings}
+    full: list[float] = []
+
+    def timed(route: Route | None) -> float:
+        start = time.perf_counter()
+        up.upscale(lr, route)
+        return time.perf_counter() - start
+
+    with torch.no_grad():
+        timed(Route.for_budget(budgets[0], cell=cells[0]))  # warm-up
+        for _ in range(args.repeats):
+            for b, c in settings:
+                times[b, c].append(timed(Route.for_budget(b, cell=c)))
+            full.append(timed(None))
+    unrouted = statistics.median(full)
+    rows = []
+    for (b, c), ts in times.items():
+        cell = "frame" if c == FRAME_CELL else c
+        rows.append({"budget": b, "cell": cell, "wall_fraction": statistics.median(ts) / unrouted})
+        print(f"budget {b:.2f} cell {cell!s:>5}: wall fraction {rows[-1]['wall_fraction']:.3f}")
+    result = {
+        **cpu_info(),
+        "model": args.model,
+        "precision": up.precision,
+        "threads": args.threads,
+        "frames": args.frames,
+        "size": [h, w],
+        "unrouted_s_per_frame": unrouted / args.frames,
+        "rows": rows,
+    }
+    print(f"unrouted {unrouted / args.frames:.2f} s/frame, precision {up.precision}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
