@@ -19,7 +19,8 @@ paper's tables do:
 
 The estimator (paper Eq. 5-6) sees the inter-frame difference of the block's input features,
 ``D = |h_m^t - h_m^(t-1)|`` in propagation order, averaged over each patch (GAP), through one
-linear layer and a sigmoid. The first frame of each branch has no predecessor and runs fully.
+linear layer and a sigmoid. By default it reads every second row and column of the map
+(``Route.estimator_stride``). The first frame of each branch has no predecessor and runs fully.
 
 Execution
 ---------
@@ -480,6 +481,7 @@ class Router:
         self._want = 1.0
         self._alloc = torch.ones(num_blocks)
         self._prev_warped: torch.Tensor | None = None
+        self._score_x: torch.Tensor | None = None  # the last score_input
         self._rounded: tuple[torch.Tensor, torch.Tensor] | None = None
         self.targets = targets
         self.target_every = target_every
@@ -662,7 +664,7 @@ class Router:
         the branch's first frame. Keeps what the next frame compares with: ``h`` itself, or
         for ``warped-difference`` the warped input the block's cached update came from."""
         prev = self.prev[m]
-        h = self.score_input(m, h)
+        h = self._score_x = self.score_input(m, h)
         if prev is None or self.estimator is None:
             self.prev[m] = h
             return None
@@ -712,7 +714,7 @@ class Router:
             prev = self._prev_warped
             if prev is self.prev[m]:  # not warped (no flow): do not write into the old cache
                 prev = prev.clone()
-            fresh = self.score_input(m, h)
+            fresh = self._score_x  # this block's score input, from _score above
             for b, y0, y1, x0, x1 in cell_boxes(run, self.score_grid):
                 prev[b, :, y0:y1, x0:x1] = fresh[b, :, y0:y1, x0:x1]
             self.prev[m] = prev
