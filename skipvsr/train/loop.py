@@ -293,17 +293,18 @@ def _spynet_trains(spynet: torch.nn.Module) -> bool:
     return any(p.requires_grad for p in spynet.parameters())
 
 
+def routing_fields(cfg: TrainConfig) -> dict:
+    """The :class:`Route` fields the config fixes for training and validation alike."""
+    return dict(
+        cell=cfg.cell, skip=cfg.skip, refresh=cfg.refresh, estimator_stride=cfg.estimator_stride
+    )
+
+
 # -- one step -------------------------------------------------------------------------------
 def sample_route(cfg: TrainConfig, step: int) -> Route:
     """The training route of ``step`` (mask execution), a function of ``(seed, step)`` only."""
     rng = np.random.default_rng([cfg.seed, step, 1])
-    common = dict(
-        cell=cfg.cell,
-        execution="mask",
-        skip=cfg.skip,
-        refresh=cfg.refresh,
-        estimator_stride=cfg.estimator_stride,
-    )
+    common = dict(execution="mask", **routing_fields(cfg))
     if rng.random() < cfg.full_prob:
         return Route("learned", threshold=0.0, **common)
     budget = float(rng.uniform(cfg.budget_min, cfg.budget_max))
@@ -391,14 +392,7 @@ def validate(cfg: TrainConfig, student: BasicVSR, clips, device: torch.device) -
         if budget < 1.0:
             # tiny nets: the non-block floor is near 1, so budgets below it run no block
             blocks = cost.block_fraction_for_budget(budget, net, clamp=True)
-            route = Route(
-                "learned",
-                block_budget=blocks,
-                cell=cfg.cell,
-                skip=cfg.skip,
-                refresh=cfg.refresh,
-                estimator_stride=cfg.estimator_stride,
-            )
+            route = Route("learned", block_budget=blocks, **routing_fields(cfg))
         for clip in clips:
             t, h, w = clip.lr.shape[:3]
             p, n = min(cfg.val_patch, h, w), min(cfg.val_frames, t)
