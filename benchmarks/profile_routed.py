@@ -77,7 +77,7 @@ def main() -> int:
         tune_allocator(fast=args.allocator == "upscale")
     torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))
-    model = load_model(args.model).eval().upsampler_channels_last()
+    model = load_model(args.model).eval().channels_last()
     lr = real_frames(args.frames, h, w)[None]
     totals: collections.Counter = collections.Counter()
     for owner, name, label in PARTS:

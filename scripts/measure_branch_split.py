@@ -38,7 +38,7 @@ def main() -> int:
     p.add_argument("--precision", default="mixed")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_model(args.model).eval().upsampler_channels_last()
+    model = load_model(args.model).eval().channels_last()
     try:
         clips = load_split(args.data or default_cache(), "val", with_hr=False)
     except ValueError as e:

@@ -230,11 +230,9 @@ class Upscaler:
             model.num_block,
         ):
             raise ValueError("full_model must have the shape of model")
-        self.model = model.to(self.device).eval().upsampler_channels_last()
+        self.model = model.to(self.device).eval().channels_last()
         self.full_model = (
-            None
-            if full_model is None
-            else full_model.to(self.device).eval().upsampler_channels_last()
+            None if full_model is None else full_model.to(self.device).eval().channels_last()
         )
         self.net = cost.NetworkShape(model.num_feat, model.num_block)
         if backward_budgets is not None:

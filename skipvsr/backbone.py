@@ -68,6 +68,9 @@ class Trunk(nn.Module):
 
     def __init__(self, in_ch: int, num_feat: int, num_block: int) -> None:
         super().__init__()
+        # run fp32 blocks on channels-last maps too (set by BasicVSR.channels_last); bf16 and
+        # routed blocks always are
+        self.fp32_channels_last = False
         self.main = nn.Sequential(
             nn.Conv2d(in_ch, num_feat, 3, 1, 1),
             nn.LeakyReLU(0.1),
@@ -100,9 +103,10 @@ class Trunk(nn.Module):
             tapped[0] = h
         if router is not None:
             h = router.memory_format(h)
-        elif precision != "fp32":
-            # oneDNN's bf16 convs run about 15 % faster on NHWC than on NCHW maps (and the whole
-            # network 10 % faster); fp32 stays NCHW, the layout of the BasicSR parity
+        elif precision != "fp32" or self.fp32_channels_last:
+            # oneDNN's bf16 convs run about 15 % faster on NHWC than on NCHW maps (the whole
+            # network 10 %), its AVX2 fp32 convs too (the whole network 8 %); a plain fp32
+            # model stays NCHW, the layout of the BasicSR parity
             h = h.contiguous(memory_format=torch.channels_last)
         for m, block in enumerate(self.blocks):
             if router is None:
@@ -181,15 +185,19 @@ class BasicVSR(nn.Module):
             self.backward_estimator = None
             self.forward_estimator = None
 
-    def upsampler_channels_last(self) -> BasicVSR:
-        """Store the fusion and upsampler convs channels-last (NHWC), in place; returns self.
+    def channels_last(self) -> BasicVSR:
+        """Run the trunks and the upsampler on channels-last (NHWC) maps, in place; returns self.
 
-        On CPU, oneDNN runs these wide HR convs about 1.5x faster in NHWC (the whole frame about
-        1.2x), while the trunks gain nothing and SpyNet's small convs get slower, so those stay
-        NCHW. Outputs differ from NCHW by float rounding only (max 2e-6 on [0, 1] pixels).
+        On CPU, oneDNN runs the wide HR convs of the upsampler about 1.5x faster in NHWC (the
+        whole frame about 1.2x), and the fp32 residual blocks on an AVX2-only CPU 8 % faster
+        (bf16 and routed blocks run channels-last in any case); SpyNet's small convs gain
+        nothing, so it stays NCHW. Outputs differ from NCHW by float rounding only (max 2e-6 on
+        [0, 1] pixels); the model as constructed is NCHW, the layout of the BasicSR parity.
         """
         for conv in (self.fusion, self.upconv1, self.upconv2, self.conv_hr, self.conv_last):
             conv.to(memory_format=torch.channels_last)
+        self.backward_trunk.fp32_channels_last = True
+        self.forward_trunk.fp32_channels_last = True
         return self
 
     @property
