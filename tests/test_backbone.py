@@ -85,3 +85,27 @@ def test_state_dict_keys_follow_basicsr():
     assert {"backward_trunk.main.0.weight", "forward_trunk.main.2.0.conv1.weight"} <= keys
     assert not any("estimator" in k for k in keys)
     assert any("estimator" in k for k in BasicVSR(4, 1, estimators=True).state_dict())
+
+
+def test_channels_last_runs_fp32_trunks_on_nhwc_maps_and_changes_only_rounding():
+    trunk = Trunk(7, 4, 3)
+    x = torch.rand(1, 7, 9, 10)
+    with torch.no_grad():
+        plain, plain_taps = trunk(x, taps=(1,))
+        want = trunk.main[1](trunk.main[0](x)).contiguous(memory_format=torch.channels_last)
+        for block in trunk.blocks:
+            want = want + block.conv2(torch.relu(block.conv1(want)))
+        trunk.fp32_channels_last = True
+        nhwc, nhwc_taps = trunk(x, taps=(1,))
+    assert plain_taps[1].is_contiguous()
+    assert nhwc_taps[1].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(nhwc, want.contiguous())
+    assert torch.allclose(nhwc, plain, atol=1e-5)
+    model = tiny_model(num_block=2)
+    lr = moving_clip(t=2, h=8, w=8)[None]
+    with torch.no_grad():
+        before = model(lr).sr
+        assert not model.forward_trunk.fp32_channels_last
+        after = model.channels_last()(lr).sr
+    assert model.forward_trunk.fp32_channels_last and model.backward_trunk.fp32_channels_last
+    assert torch.allclose(after, before, atol=1e-5)
