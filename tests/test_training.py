@@ -171,3 +171,29 @@ def test_two_gloo_processes_match_doubled_batch(cache, tmp_path):
     assert moved > 1e-3  # the steps did change the weights
     for k, v in a.items():  # updates are ~1e-3..1e-2: 1e-5 is float summation noise
         torch.testing.assert_close(v, b[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+
+
+def test_bf16_precision_trains_like_fp32(cache, tmp_path):
+    """``precision: mixed`` / ``bf16`` compute teacher and student in bfloat16 yet keep fp32
+    weights and gradients: one step's loss is within bf16 rounding of fp32's, and the gradients
+    point the same way (cosine > 0.95 on this tiny random net; 0.98 measured)."""
+    torch.set_num_threads(1)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        tiny(cache, tmp_path, precision="fp16")
+    batch = ClipSampler(load_split(cache, "train"), 3, 12, seed=0).batch(0, 2)
+    results = {}
+    for precision in ("fp32", "mixed", "bf16"):
+        cfg = tiny(cache, tmp_path, precision=precision, skip="reuse", target="teacher")
+        teacher = build_teacher(cfg)
+        student = build_student(cfg, teacher)
+        route = sample_route(dataclasses.replace(cfg, full_prob=0.0), 0)
+        loss, _ = train_step(cfg, teacher, student, batch.lr, batch.hr, route)
+        loss.backward()
+        grads = [p.grad for p in student.parameters() if p.grad is not None]
+        assert all(g.dtype == torch.float32 for g in grads)
+        results[precision] = (loss.item(), torch.cat([g.flatten() for g in grads]))
+    loss32, grad32 = results["fp32"]
+    for precision in ("mixed", "bf16"):
+        loss, grad = results[precision]
+        assert loss != loss32 and abs(loss - loss32) < 0.05 * loss32, (precision, loss, loss32)
+        assert torch.nn.functional.cosine_similarity(grad, grad32, dim=0) > 0.95, precision

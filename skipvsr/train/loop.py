@@ -53,7 +53,7 @@ from skipvsr import cost
 from skipvsr.backbone import BRANCHES, BasicVSR
 from skipvsr.frames import to_tensor, to_uint8
 from skipvsr.metrics import psnr
-from skipvsr.routing import ESTIMATOR_INPUTS, SKIP_OUTPUTS, Route
+from skipvsr.routing import ESTIMATOR_INPUTS, PRECISIONS, SKIP_OUTPUTS, Route
 from skipvsr.signals import on_sigterm
 from skipvsr.train.data import ClipSampler, default_cache, load_split
 from skipvsr.train.losses import MAPPINGS, charbonnier, feature_alignment_loss, mask_loss
@@ -122,6 +122,9 @@ class TrainConfig:
     run_dir: str = "runs/skipvsr"  # relative to the working directory
     threads: int = 2
     device: str = "auto"  # auto | cpu | cuda
+    # where teacher and student compute in bfloat16 (routing.PRECISIONS); weights, optimiser
+    # state and gradients stay float32, and validation always runs in fp32
+    precision: str = "fp32"
     ckpt_minutes: float = 10.0
     ckpt_every: int = 0  # steps, 0 = by time only
     stop_after: int = 0  # stop (with a checkpoint) after this many steps of this invocation
@@ -174,6 +177,7 @@ def make_config(values: dict, overrides: list[str] = ()) -> TrainConfig:
             f"estimator_target must be one of {ESTIMATOR_TARGETS}",
         ),
         (cfg.skip in SKIP_OUTPUTS, f"skip must be one of {SKIP_OUTPUTS}"),
+        (cfg.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
         (cfg.estimator_target != "reuse" or cfg.skip == "reuse",
          "estimator_target: reuse needs skip: reuse"),
         (cfg.refresh >= 0, "refresh must be >= 0"),
@@ -338,11 +342,11 @@ def train_step(
     full = cfg.schedule == "full"
     reuse = cfg.estimator_target == "reuse"
     with torch.no_grad():
-        flows = teacher.compute_flows(lr)
+        flows = teacher.compute_flows(lr, cfg.precision)
         ref = None
         if full or not reuse:  # an estimator-only run on reuse errors needs no teacher pass
             taps = tuple(sorted(set(() if reuse else target_depths) | set(tfa_depths)))
-            ref = teacher(lr, flows=flows, taps=taps)
+            ref = teacher(lr, flows=flows, taps=taps, precision=cfg.precision)
     student_flows = None if _spynet_trains(student.spynet) else flows
     targets = None
     if not reuse:
@@ -355,6 +359,7 @@ def train_step(
         targets=targets,
         target_every=cfg.target_every,
         reuse_targets=reuse,
+        precision=cfg.precision,
     )
     l_mask = mask_loss(out.scores["backward"] + out.scores["forward"], cfg.theta)
     total = cfg.lambda_mask * l_mask
