@@ -4,7 +4,7 @@
 
 Times, on one random 64-channel map: a 3x3 conv in bf16 and fp32 (channels-last; a block is
 two), a cached update's warp by :class:`skipvsr.flow.WarpPlan` (bf16 and fp32) and by
-:func:`skipvsr.flow.flow_warp`, and the fp32 residual add. Prints the CPU flags with the means
+:func:`skipvsr.flow.flow_warp`, and the fp32 residual add. Prints the CPU flags with the medians
 in ms; compare the numbers of one run only.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -20,18 +19,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench import median_time  # noqa: E402
 from skipvsr.api import cpu_flags  # noqa: E402
 from skipvsr.flow import WarpPlan, flow_warp  # noqa: E402
-
-
-def mean_ms(fn, repeats: int) -> float:
-    """Mean wall time of ``fn()`` in ms over ``repeats`` calls, after two warm-up calls."""
-    fn()
-    fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats * 1e3
 
 
 def main() -> None:
@@ -59,7 +49,8 @@ def main() -> None:
     }
     print(f"cpu flags {' '.join(cpu_flags())}; {args.threads} threads; 64x{h}x{w}")
     for name, fn in rows.items():
-        print(f"{name:18s} {mean_ms(fn, args.repeats):7.2f} ms")
+        fn()  # warm-up: first-call allocation and oneDNN primitive creation
+        print(f"{name:18s} {median_time(fn, args.repeats) * 1e3:7.2f} ms")
 
 
 if __name__ == "__main__":
