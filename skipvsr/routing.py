@@ -635,7 +635,9 @@ class Router:
 
     def cached_form(self, m: int, h: torch.Tensor) -> torch.Tensor:
         """``h`` ``(B, C, H, W)`` in block ``m``'s :meth:`cache_dtype` (``h`` itself when that is
-        its dtype), cast once per block: the estimator, the input cache and the convs share it."""
+        its dtype), cast once per block and only where a block computes densely: the convs and,
+        at ``estimator_stride`` 1, the estimator and its input cache share it (boxes cast their
+        own pixels, and a strided estimator its subsample)."""
         dtype = self.cache_dtype(m)
         if h.dtype == dtype:
             return h
@@ -647,11 +649,13 @@ class Router:
         """What block ``m``'s estimator reads of ``h`` ``(B, C, H, W)``: its :meth:`cached_form`,
         detached, on every ``route.estimator_stride``-th row and column: above stride 1, a
         compact copy ``(B, C, ceil(H / s), ceil(W / s))`` in :meth:`memory_format`."""
-        x = self.cached_form(m, h).detach()
         s = self.route.estimator_stride
         if s == 1:
-            return x
-        x = x[:, :, ::s, ::s]
+            return self.cached_form(m, h).detach()
+        # subsample, then cast: the cast then touches a quarter of the map (stride 2), and a
+        # block that skips everywhere never casts its whole input (0.78 -> 0.13 ms a block
+        # at 180x320, 2 threads)
+        x = h.detach()[:, :, ::s, ::s].to(self.cache_dtype(m))
         return self.memory_format(x) if self.route.execution == "gather" else x.contiguous()
 
     # -- per block -------------------------------------------------------------------------
@@ -755,9 +759,9 @@ class Router:
             return run_residual_block(block, h, run, self.grid, prec)
 
         dtype = self.cache_dtype(m)
-        x = h if mask_mode else self.cached_form(m, h)  # conv1 rounds to its dtype anyway
 
         def dense_update() -> torch.Tensor:
+            x = h if mask_mode else self.cached_form(m, h)  # conv1 rounds to its dtype anyway
             return residual_update(block, x, prec).to(dtype)
 
         if self.updates[m] is None:  # forced first frame: every patch runs
@@ -791,7 +795,8 @@ class Router:
                 else:
                     update = torch.empty_like(h, dtype=dtype)
                     self.reuse_into(m, update, off)
-                box_updates(block, x, on, update, precision=prec)
+                # boxes read ``h`` itself: conv1 casts each box, so the whole map is never cast
+                box_updates(block, h, on, update, precision=prec)
         self.updates[m] = update
         self._warped[m] = True
         return h + update

@@ -197,3 +197,25 @@ def test_bf16_precision_trains_like_fp32(cache, tmp_path):
         loss, grad = results[precision]
         assert loss != loss32 and abs(loss - loss32) < 0.05 * loss32, (precision, loss, loss32)
         assert torch.nn.functional.cosine_similarity(grad, grad32, dim=0) > 0.95, precision
+
+
+def test_branch_split_routes_like_inference(cache, tmp_path):
+    from skipvsr.routing import split_backward_budget
+    from skipvsr.weights import backward_budgets
+
+    with pytest.raises(ValueError, match="branch_split must name a registered model"):
+        tiny(cache, tmp_path, branch_split="no-such-model")
+    assert sample_route(tiny(cache, tmp_path, full_prob=0.0), 0).backward_budget is None
+    cfg = tiny(cache, tmp_path, full_prob=0.0, branch_split="skipvsr-vimeo-bi-ft", num_frames=6)
+    route = sample_route(cfg, 0)
+    points = backward_budgets("skipvsr-vimeo-bi-ft")
+    assert route.backward_budget == split_backward_budget(points, route.block_budget)
+    assert route.backward_budget != pytest.approx(route.block_budget, abs=0.02)
+    torch.manual_seed(0)
+    student = build_student(cfg, build_teacher(cfg))
+    lr = ClipSampler(load_split(cache, "train"), 6, 12, seed=0).batch(0, 1).lr
+    with torch.no_grad():
+        out = student(lr, route=route)
+    spent = {b: float(out.executed[b].mean()) for b in ("backward", "forward")}
+    assert spent["backward"] == pytest.approx(route.backward_budget, abs=0.05), spent
+    assert (spent["backward"] + spent["forward"]) / 2 == pytest.approx(route.block_budget, abs=0.05)

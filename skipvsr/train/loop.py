@@ -53,11 +53,17 @@ from skipvsr import cost
 from skipvsr.backbone import BRANCHES, BasicVSR
 from skipvsr.frames import to_tensor, to_uint8
 from skipvsr.metrics import psnr
-from skipvsr.routing import ESTIMATOR_INPUTS, PRECISIONS, SKIP_OUTPUTS, Route
+from skipvsr.routing import (
+    ESTIMATOR_INPUTS,
+    PRECISIONS,
+    SKIP_OUTPUTS,
+    Route,
+    split_backward_budget,
+)
 from skipvsr.signals import on_sigterm
 from skipvsr.train.data import ClipSampler, default_cache, load_split
 from skipvsr.train.losses import MAPPINGS, charbonnier, feature_alignment_loss, mask_loss
-from skipvsr.weights import load_model
+from skipvsr.weights import backward_budgets, load_model
 
 SCHEDULES = ("full", "estimator_only")
 SKIP_MODES = ("hard", "random")
@@ -107,6 +113,10 @@ class TrainConfig:
     skip: str = "reuse"  # reuse | identity: what a skipped block gives (routing.Route.skip)
     refresh: int = 0  # full-cost frame every N frames (routing.Route.refresh)
     estimator_stride: int = 1  # routing.Route.estimator_stride; every shipped model used 1
+    # a registered model whose measured branch split (weights.backward_budgets) the training
+    # and validation budgets are split by, as inference splits them; "" = each branch spends
+    # the budget
+    branch_split: str = ""
     # data
     data: str = ""  # cache root ("" = $SKIPVSR_CACHE/train or ~/.cache/skipvsr/train)
     num_frames: int = 8
@@ -181,6 +191,9 @@ def make_config(values: dict, overrides: list[str] = ()) -> TrainConfig:
         (cfg.estimator_target != "reuse" or cfg.skip == "reuse",
          "estimator_target: reuse needs skip: reuse"),
         (cfg.refresh >= 0, "refresh must be >= 0"),
+        (not cfg.branch_split or backward_budgets(cfg.branch_split) is not None,
+         f"branch_split must name a registered model with a measured split, got "
+         f"{cfg.branch_split!r}"),
         (cfg.estimator_stride >= 1 and cfg.cell % cfg.estimator_stride == 0,
          "estimator_stride must be >= 1 and divide cell"),
         (cfg.tfa_mapping in MAPPINGS, f"tfa_mapping must be one of {MAPPINGS}"),
@@ -304,6 +317,15 @@ def routing_fields(cfg: TrainConfig) -> dict:
     )
 
 
+def learned_route(cfg: TrainConfig, block_budget: float, **fields) -> Route:
+    """The ``learned`` route at ``block_budget``, split between the branches as the model
+    ``cfg.branch_split`` splits it at inference (:class:`skipvsr.api.Upscaler`), if set."""
+    if cfg.branch_split:
+        points = backward_budgets(cfg.branch_split)
+        fields["backward_budget"] = split_backward_budget(points, block_budget)
+    return Route("learned", block_budget=block_budget, **routing_fields(cfg), **fields)
+
+
 # -- one step -------------------------------------------------------------------------------
 def sample_route(cfg: TrainConfig, step: int) -> Route:
     """The training route of ``step`` (mask execution), a function of ``(seed, step)`` only."""
@@ -314,7 +336,7 @@ def sample_route(cfg: TrainConfig, step: int) -> Route:
     budget = float(rng.uniform(cfg.budget_min, cfg.budget_max))
     if cfg.skip_mode == "random":
         return Route("random", block_budget=budget, seed=int(rng.integers(2**31)), **common)
-    return Route("learned", block_budget=budget, **common)
+    return learned_route(cfg, budget, execution="mask")
 
 
 def depths(cfg: TrainConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -397,7 +419,7 @@ def validate(cfg: TrainConfig, student: BasicVSR, clips, device: torch.device) -
         if budget < 1.0:
             # tiny nets: the non-block floor is near 1, so budgets below it run no block
             blocks = cost.block_fraction_for_budget(budget, net, clamp=True)
-            route = Route("learned", block_budget=blocks, **routing_fields(cfg))
+            route = learned_route(cfg, blocks)
         for clip in clips:
             t, h, w = clip.lr.shape[:3]
             p, n = min(cfg.val_patch, h, w), min(cfg.val_frames, t)
