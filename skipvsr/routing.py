@@ -653,8 +653,8 @@ class Router:
         if s == 1:
             return self.cached_form(m, h).detach()
         # subsample, then cast: the cast then touches a quarter of the map (stride 2), and a
-        # block that skips everywhere never casts its whole input (0.78 -> 0.13 ms a block
-        # at 180x320, 2 threads)
+        # block that skips everywhere never casts its whole input (at 180x320 on 2 threads
+        # this method took 0.78 ms a block in the network; the strided cast alone takes 0.13)
         x = h.detach()[:, :, ::s, ::s].to(self.cache_dtype(m))
         return self.memory_format(x) if self.route.execution == "gather" else x.contiguous()
 
