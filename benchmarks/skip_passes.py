@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench import median_time  # noqa: E402
 from skipvsr.api import cpu_flags  # noqa: E402
 from skipvsr.flow import WarpPlan, flow_warp  # noqa: E402
+from skipvsr.video.heap import tune_allocator  # noqa: E402
 
 
 def main() -> None:
@@ -30,6 +31,7 @@ def main() -> None:
     p.add_argument("--size", default="180x320", help="HxW of the LR map")
     p.add_argument("--repeats", type=int, default=20)
     args = p.parse_args()
+    tune_allocator()  # as `skipvsr upscale`: fresh outputs reuse the heap, not new pages
     torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))
     gen = torch.Generator().manual_seed(0)

@@ -18,6 +18,7 @@ import torch
 import torch.multiprocessing as mp
 
 from skipvsr.degradation import degrade_bi
+from skipvsr.routing import split_backward_budget
 from skipvsr.train.data import ClipSampler, load_split
 from skipvsr.train.loop import (
     build_student,
@@ -29,6 +30,7 @@ from skipvsr.train.loop import (
     train,
     train_step,
 )
+from skipvsr.weights import backward_budgets
 
 
 def make_cache(root: Path, frames: int = 8, h: int = 64, w: int = 80) -> Path:
@@ -200,9 +202,6 @@ def test_bf16_precision_trains_like_fp32(cache, tmp_path):
 
 
 def test_branch_split_routes_like_inference(cache, tmp_path):
-    from skipvsr.routing import split_backward_budget
-    from skipvsr.weights import backward_budgets
-
     with pytest.raises(ValueError, match="branch_split must name a registered model"):
         tiny(cache, tmp_path, branch_split="no-such-model")
     assert sample_route(tiny(cache, tmp_path, full_prob=0.0), 0).backward_budget is None
