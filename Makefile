@@ -6,7 +6,7 @@ STAMP := .cache/installed
 
 APP_STAMP := .cache/installed-app
 
-.PHONY: install demo app test lint bench ray
+.PHONY: install demo app test lint bench ray device-pack
 
 $(STAMP): pyproject.toml
 	$(PIP) install -q "torch==2.13.0"
@@ -38,3 +38,8 @@ ray: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/bench.py --json out/bench.json
+
+# The inputs of the GPU job (scripts/device_job.py) in the git-ignored .device/; needs the
+# training cache (scripts/prepare_train_data.py).
+device-pack: $(STAMP)
+	$(PYTHON) scripts/device_job.py pack

@@ -218,3 +218,9 @@ def test_branch_split_routes_like_inference(cache, tmp_path):
     spent = {b: float(out.executed[b].mean()) for b in ("backward", "forward")}
     assert spent["backward"] == pytest.approx(route.backward_budget, abs=0.05), spent
     assert (spent["backward"] + spent["forward"]) / 2 == pytest.approx(route.block_budget, abs=0.05)
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("configs/*.yaml")))
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.steps >= 1 and cfg.teacher
