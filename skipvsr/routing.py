@@ -748,9 +748,20 @@ class Router:
         else:
             self._warp.warp_boxes(self.updates[m], out, boxes)
 
-    def apply(self, block: nn.Module, m: int, h: torch.Tensor, run: torch.Tensor) -> torch.Tensor:
+    def _holds(self, h: torch.Tensor) -> bool:
+        """Whether a cache of this router shares ``h``'s memory (at estimator stride 1 an fp32
+        block's input cache is ``h`` itself)."""
+        ptr = h.untyped_storage().data_ptr()
+        held = [self._score_x, *self.prev, *self.updates]
+        return any(t is not None and t.untyped_storage().data_ptr() == ptr for t in held)
+
+    def apply(
+        self, block: nn.Module, m: int, h: torch.Tensor, run: torch.Tensor, inplace: bool = False
+    ) -> torch.Tensor:
         """Block ``m`` on ``h`` ``(B, C, H, W)`` where ``run`` ``(B, nH, nW)``; elsewhere the
-        route's skip output (``h`` itself, or ``h`` plus the reused update)."""
+        route's skip output (``h`` itself, or ``h`` plus the reused update). ``inplace``: the
+        caller holds ``h`` no longer, so ``gather`` execution may add the update into it
+        (unless a cache of the router shares it)."""
         mask_mode = self.route.execution == "mask"
         prec = block_precision(self.precision, m)
         if self.route.skip == "identity":
@@ -799,6 +810,9 @@ class Router:
                 box_updates(block, h, on, update, precision=prec)
         self.updates[m] = update
         self._warped[m] = True
+        if inplace and not mask_mode and not self._holds(h):
+            self._rounded = None  # its cast of h would be stale
+            return h.add_(update)
         return h + update
 
 
