@@ -224,7 +224,9 @@ def test_bf16_caches_hold_where_blocks_compute_in_bf16(precision, path, route, m
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("bf16", [False, True])
 def test_conv_pixel_shuffle_equals_the_shuffled_conv(channels_last, bf16):
-    """The upsampler's reordered-channel shuffle gives the same numbers as conv then shuffle."""
+    """The upsampler's reordered-channel shuffle with its fused LeakyReLU gives the numbers of
+    conv, shuffle, LeakyReLU: exactly in NCHW, to float32 rounding in fp32, and within one
+    bf16 rounding in bf16 (the fused activation reads the float32 accumulator)."""
     import torch.nn.functional as F
 
     from skipvsr.backbone import conv_pixel_shuffle
@@ -236,7 +238,32 @@ def test_conv_pixel_shuffle_equals_the_shuffled_conv(channels_last, bf16):
         conv = conv.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-        want = F.pixel_shuffle(conv(x), 2)
-        got = conv_pixel_shuffle(conv, x)
+        want = F.leaky_relu(F.pixel_shuffle(conv(x), 2), 0.1)
+        got = conv_pixel_shuffle(conv, x, 0.1)
     assert got.shape == (2, 8, 18, 26) and got.dtype == want.dtype
-    assert torch.equal(got, want)
+    if not channels_last:
+        assert torch.equal(got, want)
+    else:
+        tol = 2**-7 if bf16 else 1e-6  # one bf16 rounding, relative
+        torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol)
+        assert (got.float() - want.float()).abs().max() > 0 or not bf16  # the fused path ran
+
+
+def test_conv_leaky_relu_is_unfused_under_autograd():
+    """Training keeps the two differentiable ops; inference on channels-last maps fuses them
+    and agrees to float32 rounding."""
+    import torch.nn.functional as F
+
+    from skipvsr.backbone import conv_leaky_relu
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 16, 3, 1, 1)
+    x = torch.randn(1, 8, 11, 7).contiguous(memory_format=torch.channels_last)
+    want = F.leaky_relu(conv(x), 0.2)
+    got = conv_leaky_relu(x, conv.weight, conv.bias, conv, 0.2)
+    got.sum().backward()
+    assert conv.weight.grad is not None
+    with torch.no_grad():
+        fused = conv_leaky_relu(x, conv.weight, conv.bias, conv, 0.2)
+    torch.testing.assert_close(fused, want.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got.detach(), want.detach(), rtol=0, atol=0)
