@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skipvsr.flow import SpyNet, WarpPlan, flow_warp
+from skipvsr.flow import SpyNet, WarpPlan, flow_warp, is_channels_last
 from skipvsr.routing import (
     ConfidenceEstimator,
     PatchGrid,
@@ -29,10 +29,6 @@ from skipvsr.routing import (
 BRANCHES = ("backward", "forward")
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
 def conv_leaky_relu(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, conv: nn.Conv2d, slope: float
 ) -> torch.Tensor:
@@ -46,7 +42,7 @@ def conv_leaky_relu(
     two ops."""
     fused = (
         x.device.type == "cpu"
-        and _channels_last(x)
+        and is_channels_last(x)
         and not torch.is_grad_enabled()
         and torch.backends.mkldnn.is_available()
     )
@@ -77,7 +73,7 @@ def conv_pixel_shuffle(conv: nn.Conv2d, x: torch.Tensor, slope: float) -> torch.
     third of the shuffle's time on the 360x640 map (65 -> 42 ms in bf16 on 2 threads). The
     activation, elementwise, runs before the shuffle, fused into the conv
     (:func:`conv_leaky_relu`)."""
-    if not _channels_last(x):
+    if not is_channels_last(x):
         return fast_leaky_relu(F.pixel_shuffle(conv(x), 2), slope)
     c = conv.out_channels // 4
     order = torch.arange(conv.out_channels, device=x.device).view(c, 4).t().reshape(-1)

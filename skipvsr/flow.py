@@ -61,6 +61,12 @@ def sampling_grid(flow: torch.Tensor) -> torch.Tensor:
     return torch.stack((gx, gy), dim=-1)
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` ``(N, C, H, W)`` is stored channels-last and not also contiguous (``C`` or
+    ``H * W`` of 1 satisfies both layouts), so its pixels are rows of ``C`` values."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 Box = tuple[slice | list[int], int, int, int, int]
 """An output box ``(batch, y0, y1, x0, x1)``: batch elements (a slice or a list of indices)
 and a pixel rectangle, ends exclusive."""
@@ -112,10 +118,6 @@ class WarpPlan:
             self._taps = (torch.stack(rows, -1), torch.stack(weights, -1))
         return self._taps
 
-    @staticmethod
-    def _rows(x: torch.Tensor) -> bool:
-        return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
     def _gather(self, x: torch.Tensor, b, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
         """Warped ``x`` on one box as ``(n, y1-y0, x1-x0, C)`` rows (channels-last path), in
         ``x``'s dtype: bfloat16 maps are gathered in bfloat16, anything else in float32."""
@@ -138,7 +140,7 @@ class WarpPlan:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Warped ``x`` ``(N, C, H, W)``, same dtype and memory format."""
         n, h, w = self.shape
-        if self._rows(x):
+        if is_channels_last(x):
             return self._gather(x, slice(None), 0, h, 0, w).permute(0, 3, 1, 2)
         out = F.grid_sample(
             x.float(), self.grid, mode="bilinear", padding_mode="zeros", align_corners=True
@@ -149,7 +151,7 @@ class WarpPlan:
         """Write the warped ``x`` into ``out`` (both ``(N, C, H, W)``) on ``boxes`` only: the
         cost follows the boxes' area. Equal there to ``self(x)``."""
         for b, y0, y1, x0, x1 in boxes:
-            if self._rows(x) and self._rows(out):
+            if is_channels_last(x) and is_channels_last(out):
                 out.permute(0, 2, 3, 1)[b, y0:y1, x0:x1] = self._gather(x, b, y0, y1, x0, x1)
                 continue
             warped = F.grid_sample(
