@@ -22,47 +22,12 @@ from skipvsr.routing import (
     bf16_autocast,
     block_precision,
     check_precision,
+    conv_leaky_relu,
     fast_leaky_relu,
     residual_update,
 )
 
 BRANCHES = ("backward", "forward")
-
-
-def conv_leaky_relu(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, conv: nn.Conv2d, slope: float
-) -> torch.Tensor:
-    """``leaky_relu(conv2d(x, weight, bias), slope)`` with ``conv``'s stride, padding and
-    dilation, in bf16 under a CPU bf16 autocast, else in ``x``'s dtype.
-
-    Inference on channels-last CPU maps fuses the activation into oneDNN's convolution (a post-op
-    on its float32 accumulator, so a bf16 result rounds once instead of twice): the 64x720x1280
-    activation pass took 13 ms of a 51 ms conv + LeakyReLU on an AMX Xeon (2 threads), fused
-    39.8 ms. Anything else (NCHW as in the BasicSR parity, autograd, other devices) runs the
-    two ops."""
-    fused = (
-        x.device.type == "cpu"
-        and is_channels_last(x)
-        and not torch.is_grad_enabled()
-        and torch.backends.mkldnn.is_available()
-    )
-    if not fused:
-        return fast_leaky_relu(
-            F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups), slope
-        )
-    dtype = torch.bfloat16 if torch.is_autocast_enabled("cpu") else x.dtype
-    return torch.ops.mkldnn._convolution_pointwise(
-        x.to(dtype),
-        weight.to(dtype),
-        bias.to(dtype),
-        list(conv.padding),
-        list(conv.stride),
-        list(conv.dilation),
-        conv.groups,
-        "leaky_relu",
-        [slope],
-        "",
-    )
 
 
 def conv_pixel_shuffle(conv: nn.Conv2d, x: torch.Tensor, slope: float) -> torch.Tensor:
@@ -78,7 +43,7 @@ def conv_pixel_shuffle(conv: nn.Conv2d, x: torch.Tensor, slope: float) -> torch.
     c = conv.out_channels // 4
     order = torch.arange(conv.out_channels, device=x.device).view(c, 4).t().reshape(-1)
     weight, bias = conv.weight[order], conv.bias[order]  # output channels in (i, j, c) order
-    y = conv_leaky_relu(x, weight, bias, conv, slope)
+    y = conv_leaky_relu(x, weight, bias, conv.padding[0], slope)
     b, _, h, w = y.shape
     rows = y.permute(0, 2, 3, 1).reshape(b, h, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5)
     return rows.reshape(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
@@ -273,10 +238,10 @@ class BasicVSR(nn.Module):
     def upsample(self, back: torch.Tensor, fwd: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Fuse the two branches' features ``(B, C, H, W)`` and reconstruct ``(B, 3, 4H, 4W)``."""
         feats = torch.cat([back, fwd], dim=1)
-        out = conv_leaky_relu(feats, self.fusion.weight, self.fusion.bias, self.fusion, 0.1)
+        out = conv_leaky_relu(feats, self.fusion.weight, self.fusion.bias, 0, 0.1)
         out = conv_pixel_shuffle(self.upconv1, out, 0.1)
         out = conv_pixel_shuffle(self.upconv2, out, 0.1)
-        out = conv_leaky_relu(out, self.conv_hr.weight, self.conv_hr.bias, self.conv_hr, 0.1)
+        out = conv_leaky_relu(out, self.conv_hr.weight, self.conv_hr.bias, 1, 0.1)
         out = self.conv_last(out)
         base = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
         return (out.float() + base.float()).contiguous()

@@ -254,16 +254,39 @@ def test_conv_leaky_relu_is_unfused_under_autograd():
     and agrees to float32 rounding."""
     import torch.nn.functional as F
 
-    from skipvsr.backbone import conv_leaky_relu
+    from skipvsr.routing import conv_leaky_relu
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(8, 16, 3, 1, 1)
     x = torch.randn(1, 8, 11, 7).contiguous(memory_format=torch.channels_last)
     want = F.leaky_relu(conv(x), 0.2)
-    got = conv_leaky_relu(x, conv.weight, conv.bias, conv, 0.2)
+    got = conv_leaky_relu(x, conv.weight, conv.bias, 1, 0.2)
     got.sum().backward()
     assert conv.weight.grad is not None
     with torch.no_grad():
-        fused = conv_leaky_relu(x, conv.weight, conv.bias, conv, 0.2)
+        fused = conv_leaky_relu(x, conv.weight, conv.bias, 1, 0.2)
     torch.testing.assert_close(fused, want.detach(), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(got.detach(), want.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("padding", [0, 1])
+def test_block_relu_fused_into_conv1_gives_the_same_numbers(precision, padding):
+    """A residual block's first conv with its ReLU fused (channels-last inference, as dense
+    blocks and boxes run) equals the conv followed by the ReLU exactly: rounding keeps the sign,
+    so ReLU on the float32 accumulator and ReLU after rounding agree."""
+    import torch.nn.functional as F
+
+    from skipvsr.backbone import ResidualBlock
+    from skipvsr.routing import BlockConvs
+
+    torch.manual_seed(0)
+    block = ResidualBlock(8)
+    convs = BlockConvs.of(block, precision)
+    x = torch.randn(2, 8, 12, 9).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = convs.first(x, padding=padding)
+        want = F.conv2d(x.to(convs.w1.dtype), convs.w1, convs.b1, padding=padding).relu()
+    assert got.dtype == convs.w1.dtype and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, want)
+    assert (got == 0).any() and (got > 0).any()
