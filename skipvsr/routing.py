@@ -36,6 +36,7 @@ masked (except in ``execution='mask'``, the differentiable training form).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -388,6 +389,17 @@ def fast_leaky_relu(x: torch.Tensor, negative_slope: float = 0.0) -> torch.Tenso
     return F.leaky_relu(x, negative_slope, inplace=inplace)
 
 
+@functools.cache
+def onednn_fuses(dtype: torch.dtype) -> bool:
+    """Whether oneDNN's fused convolution (``torch.ops.mkldnn._convolution_pointwise``) runs in
+    ``dtype`` on this CPU: built with oneDNN and, for bfloat16, a CPU with oneDNN's bf16 path
+    (AVX-512 BW/VL/DQ or AVX-NE-CONVERT). The op refuses bf16 elsewhere, where ``F.conv2d`` still
+    computes it."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    return dtype != torch.bfloat16 or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def conv_leaky_relu(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: int, slope: float
 ) -> torch.Tensor:
@@ -399,16 +411,17 @@ def conv_leaky_relu(
     sign; for a LeakyReLU a bf16 result rounds once instead of twice). On an AMX Xeon (2
     threads) the 64x720x1280 upsampler activation took 13 ms of a 51 ms conv + LeakyReLU, fused
     39.8 ms; a residual block's ReLU 0.5 of a 2.35 ms conv + ReLU at 180x320, fused 2.03 ms.
-    Anything else (NCHW as in the BasicSR parity, autograd, other devices) runs the two ops."""
+    Anything else (NCHW as in the BasicSR parity, autograd, other devices, bf16 where oneDNN
+    has no bf16 path: :func:`onednn_fuses`) runs the two ops."""
+    dtype = torch.bfloat16 if torch.is_autocast_enabled("cpu") else x.dtype
     fused = (
         x.device.type == "cpu"
         and is_channels_last(x)
         and not torch.is_grad_enabled()
-        and torch.backends.mkldnn.is_available()
+        and onednn_fuses(dtype)
     )
     if not fused:
         return fast_leaky_relu(F.conv2d(x, weight, bias, padding=padding), slope)
-    dtype = torch.bfloat16 if torch.is_autocast_enabled("cpu") else x.dtype
     attr, scalars = ("relu", []) if slope == 0.0 else ("leaky_relu", [slope])
     return torch.ops.mkldnn._convolution_pointwise(
         x.to(dtype),

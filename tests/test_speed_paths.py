@@ -290,3 +290,24 @@ def test_block_relu_fused_into_conv1_gives_the_same_numbers(precision, padding):
     assert got.dtype == convs.w1.dtype and got.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(got, want)
     assert (got == 0).any() and (got > 0).any()
+
+
+def test_conv_leaky_relu_runs_the_two_ops_where_onednn_has_no_bf16(monkeypatch):
+    """On a CPU without oneDNN's bf16 path the fused op refuses bf16 (faked here): the unfused
+    ops run instead, with the same numbers as conv then ReLU."""
+    import torch.nn.functional as F
+
+    from skipvsr import routing
+
+    def refuses(*args):
+        raise RuntimeError("mkldnn_convolution: bf16 path needs the cpu support avx512bw")
+
+    monkeypatch.setattr(routing, "onednn_fuses", lambda dtype: dtype != torch.bfloat16)
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", refuses)
+    torch.manual_seed(0)
+    w, b = torch.randn(8, 8, 3, 3).bfloat16(), torch.randn(8).bfloat16()
+    x = torch.randn(1, 8, 10, 6).bfloat16().contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = routing.conv_leaky_relu(x, w, b, 1, 0.0)
+        want = F.conv2d(x, w, b, padding=1).relu()
+    assert torch.equal(got, want)
