@@ -26,7 +26,10 @@ if it is absent):
   ``mac_fraction`` (without SpyNet) and ``mac_fraction_with_spynet``, ``wall_fraction``
   (whole frame, vs the same model unrouted: ``learned_full_s_per_frame``) and
   ``speedup_vs_best_peer_full``; ``threads`` says the thread count (``--thread-counts``
-  repeats these rows for each count, e.g. ``1,2``).
+  repeats these rows for each count, e.g. ``1,2``), and ``s_per_frame`` the routed time.
+* ``thread_speedup`` (two or more ``--thread-counts``): how much faster the most threads run
+  than the fewest, ``s_per_frame`` at the fewest over that at the most, for the unrouted
+  model (``full``) and each routed row (``routed_learned`` / ``routed_rotate``, by budget).
 
 Timings are medians of ``--repeats``; ratios are what to compare across machines.
 """
@@ -208,6 +211,7 @@ def budget_rows(
                 "mac_fraction_with_spynet": (stats.gmacs_per_frame + spynet)
                 / (stats.full_gmacs_per_frame + spynet),
                 "wall_fraction": wall / full_s,
+                "s_per_frame": wall / t,
             }
             if best_peer:
                 row["speedup_vs_best_peer_full"] = best_peer / (wall / t)
@@ -234,7 +238,23 @@ def learned_rows(args: argparse.Namespace, lr: torch.Tensor, best_peer: float | 
         for key, rows in budget_rows(up, lr, full, best_peer, args.repeats).items():
             res.setdefault(key, []).extend(rows)
     torch.set_num_threads(threads)
+    if len(set(counts)) > 1:
+        res["thread_speedup"] = thread_speedup(res)
     return res
+
+
+def thread_speedup(res: dict) -> dict:
+    """From :func:`learned_rows`' result: the time at the fewest threads over the time at the
+    most, for the unrouted model (``full``) and for each ``routed_learned`` / ``routed_rotate``
+    budget (keys are the budgets as strings); ``threads`` is ``[fewest, most]``."""
+    full = {int(k): v for k, v in res["learned_full_s_per_frame"].items()}
+    lo, hi = min(full), max(full)
+    out: dict = {"threads": [lo, hi], "full": full[lo] / full[hi]}
+    for key in ("routed_learned", "routed_rotate"):
+        at = {(r["threads"], r["budget"]): r["s_per_frame"] for r in res.get(key, [])}
+        budgets = sorted({b for _, b in at}, reverse=True)
+        out[key] = {str(b): at[lo, b] / at[hi, b] for b in budgets if (lo, b) in at and (hi, b) in at}
+    return out
 
 
 def main() -> int:
