@@ -253,7 +253,9 @@ def thread_speedup(res: dict) -> dict:
     for key in ("routed_learned", "routed_rotate"):
         at = {(r["threads"], r["budget"]): r["s_per_frame"] for r in res.get(key, [])}
         budgets = sorted({b for _, b in at}, reverse=True)
-        out[key] = {str(b): at[lo, b] / at[hi, b] for b in budgets if (lo, b) in at and (hi, b) in at}
+        out[key] = {
+            str(b): at[lo, b] / at[hi, b] for b in budgets if (lo, b) in at and (hi, b) in at
+        }
     return out
 
 
