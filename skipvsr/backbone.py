@@ -24,29 +24,53 @@ from skipvsr.routing import (
     check_precision,
     conv_leaky_relu,
     fast_leaky_relu,
+    inference_on_channels_last,
+    prepads,
     residual_update,
+    zero_border,
 )
 
 BRANCHES = ("backward", "forward")
 
 
-def conv_pixel_shuffle(conv: nn.Conv2d, x: torch.Tensor, slope: float) -> torch.Tensor:
+def conv_pixel_shuffle(
+    conv: nn.Conv2d, x: torch.Tensor, slope: float, padding: int = 1, ring: int = 0
+) -> torch.Tensor:
     """``leaky_relu(pixel_shuffle(conv(x), 2), slope)``: ``x`` ``(B, C, H, W)`` -> ``(B,
-    conv.out_channels / 4, 2H, 2W)``. For a channels-last ``x`` the conv's output channels are
-    computed in (row, column, channel) order instead of (channel, row, column), so that the
-    shuffle moves whole rows of channels rather than single values: the same numbers, and a
-    third of the shuffle's time on the 360x640 map (65 -> 42 ms in bf16 on 2 threads). The
-    activation, elementwise, runs before the shuffle, fused into the conv
-    (:func:`conv_leaky_relu`)."""
+    conv.out_channels / 4, 2H, 2W)``, the conv padded by ``padding``. For a channels-last ``x``
+    the conv's output channels are computed in (row, column, channel) order instead of
+    (channel, row, column), so that the shuffle moves whole rows of channels rather than single
+    values: the same numbers, and a third of the shuffle's time on the 360x640 map (65 -> 42 ms
+    in bf16 on 2 threads). The activation, elementwise, runs before the shuffle, fused into the
+    conv (:func:`conv_leaky_relu`).
+
+    ``ring`` (channels-last only): the shuffle writes the result inside a zero border of
+    ``ring`` pixels, ``(B, C', 2H + 2 ring, 2W + 2 ring)``, so that the next conv needs no
+    padding of its own (see :func:`skipvsr.routing.zero_bordered`); the shuffle is a copy
+    anyway, so the border costs nothing more."""
     if not is_channels_last(x):
         return fast_leaky_relu(F.pixel_shuffle(conv(x), 2), slope)
     c = conv.out_channels // 4
     order = torch.arange(conv.out_channels, device=x.device).view(c, 4).t().reshape(-1)
     weight, bias = conv.weight[order], conv.bias[order]  # output channels in (i, j, c) order
-    y = conv_leaky_relu(x, weight, bias, conv.padding[0], slope)
+    y = conv_leaky_relu(x, weight, bias, padding, slope)
     b, _, h, w = y.shape
     rows = y.permute(0, 2, 3, 1).reshape(b, h, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5)
-    return rows.reshape(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
+    if ring == 0:
+        return rows.reshape(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
+    out = torch.empty(
+        b,
+        c,
+        2 * h + 2 * ring,
+        2 * w + 2 * ring,
+        dtype=y.dtype,
+        device=y.device,
+        memory_format=torch.channels_last,
+    )
+    zero_border(out, ring)
+    inside = out.permute(0, 2, 3, 1)[:, ring:-ring, ring:-ring]  # (B, 2H, 2W, C') view
+    inside.unflatten(1, (h, 2)).unflatten(3, (w, 2)).copy_(rows)
+    return out
 
 
 class ResidualBlock(nn.Module):
@@ -239,10 +263,26 @@ class BasicVSR(nn.Module):
         """Fuse the two branches' features ``(B, C, H, W)`` and reconstruct ``(B, 3, 4H, 4W)``."""
         feats = torch.cat([back, fwd], dim=1)
         out = conv_leaky_relu(feats, self.fusion.weight, self.fusion.bias, 0, 0.1)
-        out = conv_pixel_shuffle(self.upconv1, out, 0.1)
-        out = conv_pixel_shuffle(self.upconv2, out, 0.1)
-        out = conv_leaky_relu(out, self.conv_hr.weight, self.conv_hr.bias, 1, 0.1)
-        out = self.conv_last(out)
+        if not (
+            torch.is_autocast_enabled("cpu")
+            and prepads(torch.bfloat16)
+            and inference_on_channels_last(out)
+        ):
+            out = conv_pixel_shuffle(self.upconv1, out, 0.1)
+            out = conv_pixel_shuffle(self.upconv2, out, 0.1)
+            out = conv_leaky_relu(out, self.conv_hr.weight, self.conv_hr.bias, 1, 0.1)
+            out = self.conv_last(out)
+        else:
+            # oneDNN's bf16 convs run faster on maps padded beforehand than with their own
+            # padding (AMX Xeon, 2 threads: upconv2 33.3 -> 29.7 ms, conv_hr 50.1 -> 37.8), and
+            # the shuffles write their maps inside a zero border at no cost; conv_hr computes a
+            # ring of 1 pixel around the frame (0.5 % more of its MACs at 720x1280), set to 0
+            # as conv_last's padding (see skipvsr.routing.BlockConvs.update)
+            out = conv_pixel_shuffle(self.upconv1, out, 0.1, ring=1)
+            out = conv_pixel_shuffle(self.upconv2, out, 0.1, padding=0, ring=2)
+            out = conv_leaky_relu(out, self.conv_hr.weight, self.conv_hr.bias, 0, 0.1)
+            zero_border(out, 1)
+            out = F.conv2d(out, self.conv_last.weight, self.conv_last.bias)
         base = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
         return (out.float() + base.float()).contiguous()
 

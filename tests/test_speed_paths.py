@@ -311,3 +311,98 @@ def test_conv_leaky_relu_runs_the_two_ops_where_onednn_has_no_bf16(monkeypatch):
         got = routing.conv_leaky_relu(x, w, b, 1, 0.0)
         want = F.conv2d(x, w, b, padding=1).relu()
     assert torch.equal(got, want)
+
+
+@pytest.fixture
+def prepadding(monkeypatch):
+    """Force the pre-padded bf16 convs on any CPU (where oneDNN has no bf16 path the convs
+    still compute in bf16, unfused) and count the zero-bordered maps they read."""
+    from skipvsr import backbone
+
+    made = []
+    original = routing.zero_bordered
+
+    def counted(*args, **kwargs):
+        made.append(args[1])
+        return original(*args, **kwargs)
+
+    always = lambda dtype: dtype == torch.bfloat16  # noqa: E731
+    monkeypatch.setattr(routing, "prepads", always)
+    monkeypatch.setattr(backbone, "prepads", always)
+    monkeypatch.setattr(routing, "zero_bordered", counted)
+    return made
+
+
+@pytest.mark.parametrize("precision,ring", [("bf16", 2), ("mixed", 1)])
+@pytest.mark.parametrize("h,w", [(12, 9), (5, 31)])
+def test_pre_padded_block_equals_the_padded_convs(prepadding, precision, ring, h, w):
+    """A dense residual block on a zero-bordered map (conv1 computing a ring around the frame,
+    set to 0 as conv2's padding) gives the padded convs' update within one bf16 rounding; with
+    a float32 conv2 (the leading blocks of ``mixed``) conv1's output keeps conv2's own padding.
+    NCHW maps and autograd keep the padded convs, bit for bit."""
+    torch.manual_seed(0)
+    convs = routing.BlockConvs.of(ResidualBlock(8), precision)
+    x = torch.randn(2, 8, h, w).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = convs.update(x)
+        want = convs.second(convs.first(x))
+        assert prepadding == [ring]
+        assert torch.equal(convs.update(x.contiguous()), convs.second(convs.first(x.contiguous())))
+    assert got.shape == want.shape and got.dtype == want.dtype == convs.w2.dtype
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    tol = 2**-7  # one bf16 rounding, relative
+    torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol)
+    trained = convs.update(x.requires_grad_())
+    assert prepadding == [ring] and trained.requires_grad
+
+
+def test_zero_bordered_holds_the_cast_map_inside_zeros():
+    x = torch.randn(1, 4, 3, 5).contiguous(memory_format=torch.channels_last)
+    out = routing.zero_bordered(x, 2, torch.bfloat16)
+    assert out.shape == (1, 4, 7, 9) and out.dtype == torch.bfloat16
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out[:, :, 2:-2, 2:-2], x.bfloat16())
+    inside = torch.zeros(7, 9, dtype=torch.bool)
+    inside[2:-2, 2:-2] = True
+    assert (out[:, :, ~inside] == 0).all()
+
+
+@pytest.mark.parametrize("ring", [1, 2])
+def test_shuffle_writes_inside_a_zero_border(ring):
+    """``conv_pixel_shuffle(..., ring=r)`` is the shuffled map inside a zero border, exactly."""
+    from skipvsr.backbone import conv_pixel_shuffle
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 32, 3, 1, 1).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 5, 7).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        plain = conv_pixel_shuffle(conv, x, 0.1)
+        bordered = conv_pixel_shuffle(conv, x, 0.1, ring=ring)
+    assert bordered.shape == (2, 8, 10 + 2 * ring, 14 + 2 * ring)
+    assert bordered.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(bordered[:, :, ring:-ring, ring:-ring], plain)
+    assert bordered[:, :, :ring].abs().sum() == 0 and bordered[:, :, -ring:].abs().sum() == 0
+    assert bordered[..., :ring].abs().sum() == 0 and bordered[..., -ring:].abs().sum() == 0
+
+
+def test_pre_padded_upsampler_equals_the_padded_one(prepadding, monkeypatch):
+    """The bf16 upsampler on zero-bordered maps (the shuffles writing inside the borders,
+    conv_hr computing a ring that is set to 0 as conv_last's padding) gives the padded
+    upsampler's picture within a few bf16 roundings."""
+    from skipvsr import backbone
+
+    borders = []
+    original = backbone.zero_border
+    monkeypatch.setattr(backbone, "zero_border", lambda x, r: (borders.append(r), original(x, r)))
+    model = tiny_model().channels_last()
+    torch.manual_seed(1)
+    feats = [torch.randn(1, 8, 7, 10).contiguous(memory_format=torch.channels_last) for _ in "ab"]
+    lr = torch.rand(1, 3, 7, 10)
+    with torch.no_grad(), routing.bf16_autocast(lr, True):
+        got = model.upsample(*feats, lr)
+        monkeypatch.setattr(backbone, "prepads", lambda dtype: False)
+        want = model.upsample(*feats, lr)
+    assert borders == [1, 2, 1]  # the two shuffles' borders and conv_hr's ring, once
+    assert got.shape == want.shape == (1, 3, 28, 40) and got.dtype == want.dtype == torch.float32
+    scale = float(want.abs().max())
+    assert (got - want).abs().max() <= 4 * 2**-8 * scale
