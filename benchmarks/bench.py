@@ -11,7 +11,8 @@ if it is absent):
 * ``patch_overhead``: the paper's tube protocol (48/46) vs full frame, threshold 0.
 * ``peers`` (``--peers``): the reference exported to ONNX and run by ONNX Runtime (fp32) and
   OpenVINO (fp32 and its bf16 hint; ``precision`` says what OpenVINO actually ran), each with
-  s/frame and PSNR vs the reference; ``speedup_vs_best_peer`` = fastest peer time / ours.
+  s/frame and PSNR vs the reference; ``speedup_vs_best_peer`` = fastest peer time / ours,
+  from runs alternating with ours (``speedup_of_ours`` of each peer).
 * ``gmacs_per_s`` achieved by our path, and the GEMM peaks (``gemm_gmacs_per_s``) in fp32 and
   bf16, measured in this run.
 * ``peak_rss_mb`` (``--rss``): a 100- and a 1000-frame streamed job at 64x48
@@ -24,14 +25,17 @@ if it is absent):
   learned per-patch routing and with the ``rotate`` policy (whole blocks skipped on a
   rotating schedule, each reusing its last warped update). Each row: ``budget``, the achieved
   ``mac_fraction`` (without SpyNet) and ``mac_fraction_with_spynet``, ``wall_fraction``
-  (whole frame, vs the same model unrouted: ``learned_full_s_per_frame``) and
+  (whole frame, vs the same model unrouted, from alternating runs: the median of the routed
+  time over the unrouted time of the same round; ``learned_full_s_per_frame`` is the unrouted
+  time on its own) and
   ``speedup_vs_best_peer_full``; ``threads`` says the thread count (``--thread-counts``
   repeats these rows for each count, e.g. ``1,2``), and ``s_per_frame`` the routed time.
 * ``thread_speedup`` (two or more ``--thread-counts``): how much faster the most threads run
   than the fewest, ``s_per_frame`` at the fewest over that at the most, for the unrouted
   model (``full``) and each routed row (``routed_learned`` / ``routed_rotate``, by budget).
 
-Timings are medians of ``--repeats``; ratios are what to compare across machines.
+Timings are medians of ``--repeats``; ratios are what to compare across machines. The
+routed rows' ratios are medians of ratios from alternating runs (:func:`paired_times`).
 """
 
 from __future__ import annotations
@@ -92,6 +96,22 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def paired_times(base, other, repeats: int) -> tuple[float, float, float]:
+    """Alternate ``base()`` and ``other()`` ``repeats`` times (which runs first swaps every
+    round): the median of ``other``'s time over ``base``'s in the same round, and each one's
+    median time. A shared VM's speed drifts by tens of percent within minutes, and a ratio of
+    two runs taken side by side carries far less of that drift than a ratio of two medians
+    taken minutes apart."""
+    a, b = [], []
+    for i in range(repeats):
+        for fn, out in ((base, a), (other, b)) if i % 2 == 0 else ((other, b), (base, a)):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    ratio = statistics.median(y / x for x, y in zip(a, b, strict=True))
+    return ratio, statistics.median(a), statistics.median(b)
+
+
 def psnr8(a: torch.Tensor, b: torch.Tensor) -> float:
     qa = (a.clamp(0, 1) * 255).round()
     qb = (b.clamp(0, 1) * 255).round()
@@ -128,9 +148,16 @@ def cpu_info() -> dict:
 
 
 def bench_peers(
-    model: BasicVSR, lr: torch.Tensor, ref_sr: torch.Tensor, threads: int, repeats: int
+    model: BasicVSR,
+    lr: torch.Tensor,
+    ref_sr: torch.Tensor,
+    threads: int,
+    repeats: int,
+    ours=None,
 ):
-    """s/frame and PSNR vs the reference of each installed peer runtime (see benchmarks.peers)."""
+    """s/frame and PSNR vs the reference of each installed peer runtime (see benchmarks.peers);
+    with ``ours`` (a callable running our path on the same clip), each peer alternates with it
+    and ``speedup_of_ours`` is the peer's time over ours (:func:`paired_times`)."""
     from benchmarks import peers
 
     lack = peers.missing("onnx", "onnxruntime")
@@ -146,10 +173,12 @@ def bench_peers(
             runners["openvino_bf16"] = peers.openvino_runner(path, threads, "bf16")
         for name, run in runners.items():
             sr = run(lr)
-            out[name] = {
-                "s_per_frame": median_time(lambda r=run: r(lr), repeats) / t,
-                "psnr_vs_reference": psnr8(sr, ref_sr),
-            }
+            out[name] = {"psnr_vs_reference": psnr8(sr, ref_sr)}
+            if ours is None:
+                out[name]["s_per_frame"] = median_time(lambda r=run: r(lr), repeats) / t
+            else:
+                speedup, _, peer = paired_times(ours, lambda r=run: r(lr), repeats)
+                out[name].update(s_per_frame=peer / t, speedup_of_ours=speedup)
             if hasattr(run, "precision"):
                 out[name]["precision"] = run.precision
     return out
@@ -191,10 +220,11 @@ def trunk_time(
 
 
 def budget_rows(
-    up: Upscaler, lr: torch.Tensor, full_s: float, best_peer: float | None, repeats: int
+    up: Upscaler, lr: torch.Tensor, best_peer: float | None, repeats: int
 ) -> dict[str, list[dict]]:
     """``routed_learned`` and ``routed_rotate`` rows of ``up`` (a model with estimators) on
-    ``lr`` ``(T, 3, H, W)``, timed against its unrouted clip time ``full_s``."""
+    ``lr`` ``(T, 3, H, W)``, each timed in alternation with the unrouted clip
+    (:func:`paired_times`)."""
     out: dict[str, list[dict]] = {}
     t = lr.shape[0]
     for policy in ("learned", "rotate"):
@@ -202,7 +232,9 @@ def budget_rows(
         for budget in BUDGETS:
             route = Route.for_budget(budget, policy=policy)
             _, stats = up.upscale(lr, route)  # also the warm-up
-            wall = median_time(lambda r=route: up.upscale(lr, r), repeats)
+            fraction, _, wall = paired_times(
+                lambda: up.upscale(lr), lambda r=route: up.upscale(lr, r), repeats
+            )
             spynet = stats.spynet_gmacs_per_frame
             row = {
                 "threads": torch.get_num_threads(),
@@ -210,7 +242,7 @@ def budget_rows(
                 "mac_fraction": stats.mac_fraction,
                 "mac_fraction_with_spynet": (stats.gmacs_per_frame + spynet)
                 / (stats.full_gmacs_per_frame + spynet),
-                "wall_fraction": wall / full_s,
+                "wall_fraction": fraction,
                 "s_per_frame": wall / t,
             }
             if best_peer:
@@ -235,7 +267,7 @@ def learned_rows(args: argparse.Namespace, lr: torch.Tensor, best_peer: float | 
         up.upscale(lr)
         full = median_time(lambda: up.upscale(lr), args.repeats)
         res["learned_full_s_per_frame"][str(count)] = full / lr.shape[0]
-        for key, rows in budget_rows(up, lr, full, best_peer, args.repeats).items():
+        for key, rows in budget_rows(up, lr, best_peer, args.repeats).items():
             res.setdefault(key, []).extend(rows)
     torch.set_num_threads(threads)
     if len(set(counts)) > 1:
@@ -326,17 +358,21 @@ def main() -> int:
 
     plain = load_model(args.model).eval()  # untouched NCHW copy: the reference's own weights
     ref_sr = reference_forward(plain, lr[None])[0]
-    t_ref = median_time(lambda: reference_forward(plain, lr[None]), args.repeats)
     ours_sr, _ = up.upscale(lr)
-    t_ours = median_time(lambda: up.upscale(lr), args.repeats)
+    speedup, t_ours, t_ref = paired_times(
+        lambda: up.upscale(lr), lambda: reference_forward(plain, lr[None]), args.repeats
+    )
     res["reference_s_per_frame"] = t_ref / args.frames
     res["ours_s_per_frame"] = t_ours / args.frames
-    res["speedup_full"] = t_ref / t_ours
+    res["speedup_full"] = speedup
     res["psnr_vs_reference"] = psnr8(ours_sr, ref_sr)
     if not args.no_patch:
-        t_patch = median_time(lambda: up.upscale(lr, mode="patch"), args.repeats)
+        up.upscale(lr, mode="patch")
+        overhead, _, t_patch = paired_times(
+            lambda: up.upscale(lr), lambda: up.upscale(lr, mode="patch"), args.repeats
+        )
         res["patch_s_per_frame"] = t_patch / args.frames
-        res["patch_overhead"] = t_patch / t_ours
+        res["patch_overhead"] = overhead
     macs = res["gmacs_per_frame"]
     clip_gmacs = args.frames * macs["gmacs_per_frame"] + (
         (args.frames - 1) * macs["spynet_gmacs_per_frame"]  # 2(T-1) flows, 2 per frame counted
@@ -344,12 +380,18 @@ def main() -> int:
     res["gmacs_per_s"] = clip_gmacs / t_ours
     if args.peers:
         res["peers"] = bench_peers(
-            plain, lr[None], ref_sr[None], torch.get_num_threads(), args.repeats
+            plain,
+            lr[None],
+            ref_sr[None],
+            torch.get_num_threads(),
+            args.repeats,
+            ours=lambda: up.upscale(lr),
         )
-    times = [v["s_per_frame"] for v in res.get("peers", {}).values() if isinstance(v, dict)]
-    best_peer = min(times) if times else None
-    if best_peer:
-        res["speedup_vs_best_peer"] = best_peer / res["ours_s_per_frame"]
+    peers = [v for v in res.get("peers", {}).values() if isinstance(v, dict)]
+    best = min(peers, key=lambda v: v["s_per_frame"]) if peers else None
+    best_peer = best["s_per_frame"] if best else None
+    if best:
+        res["speedup_vs_best_peer"] = best["speedup_of_ours"]
 
     routed = []
     if not args.no_routed:
