@@ -23,6 +23,7 @@ from skipvsr.routing import (
     block_precision,
     check_precision,
     conv_leaky_relu,
+    empty_bordered,
     fast_leaky_relu,
     inference_on_channels_last,
     prepads,
@@ -58,16 +59,7 @@ def conv_pixel_shuffle(
     rows = y.permute(0, 2, 3, 1).reshape(b, h, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5)
     if ring == 0:
         return rows.reshape(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
-    out = torch.empty(
-        b,
-        c,
-        2 * h + 2 * ring,
-        2 * w + 2 * ring,
-        dtype=y.dtype,
-        device=y.device,
-        memory_format=torch.channels_last,
-    )
-    zero_border(out, ring)
+    out = empty_bordered((b, c, 2 * h, 2 * w), ring, y.dtype, y.device)
     inside = out.permute(0, 2, 3, 1)[:, ring:-ring, ring:-ring]  # (B, 2H, 2W, C') view
     inside.unflatten(1, (h, 2)).unflatten(3, (w, 2)).copy_(rows)
     return out

@@ -479,8 +479,8 @@ class BlockConvs:
         """``conv2(relu(conv1(h)))`` ``(B, C, H, W)`` in conv2's dtype, for ``h`` of any float
         dtype.
 
-        Where conv1 computes in bf16 on a channels-last inference map (and oneDNN has a bf16
-        path, :func:`onednn_fuses`), the convs read zero-bordered maps with no padding of
+        Where conv1 computes in bf16 on a channels-last inference map and oneDNN has a bf16
+        path (:func:`prepads`), the convs read zero-bordered maps with no padding of
         their own: ``h`` is cast straight into the inside of a map with a zero border of 2
         pixels (a bf16 conv2) or 1 (an fp32 conv2), conv1 then computes a ring of 1 pixel
         around the frame (1.7 % more MACs at 180x320), which is set to 0, the zero padding that
@@ -520,21 +520,30 @@ def zero_border(x: torch.Tensor, ring: int) -> None:
     x[:, :, :, -ring:].zero_()
 
 
-def zero_bordered(x: torch.Tensor, ring: int, dtype: torch.dtype) -> torch.Tensor:
-    """``x`` ``(B, C, H, W)`` cast to ``dtype`` inside a new channels-last map
-    ``(B, C, H + 2 ring, W + 2 ring)`` whose border of ``ring`` pixels is 0: a conv with
-    padding 0 on it is the padded conv on ``x``, and the cast is the only pass over ``x``."""
-    b, c, h, w = x.shape
+def empty_bordered(
+    shape: tuple[int, int, int, int], ring: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """A new channels-last map ``(B, C, H + 2 ring, W + 2 ring)`` for ``shape`` ``(B, C, H, W)``
+    whose border of ``ring`` pixels is 0 and whose inside is left for the caller to write."""
+    b, c, h, w = shape
     out = torch.empty(
         b,
         c,
         h + 2 * ring,
         w + 2 * ring,
         dtype=dtype,
-        device=x.device,
+        device=device,
         memory_format=torch.channels_last,
     )
     zero_border(out, ring)
+    return out
+
+
+def zero_bordered(x: torch.Tensor, ring: int, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` ``(B, C, H, W)`` cast to ``dtype`` inside a new channels-last map
+    ``(B, C, H + 2 ring, W + 2 ring)`` whose border of ``ring`` pixels is 0: a conv with
+    padding 0 on it is the padded conv on ``x``, and the cast is the only pass over ``x``."""
+    out = empty_bordered(tuple(x.shape), ring, dtype, x.device)
     out[:, :, ring:-ring, ring:-ring].copy_(x)
     return out
 

@@ -392,8 +392,14 @@ def test_pre_padded_upsampler_equals_the_padded_one(prepadding, monkeypatch):
     from skipvsr import backbone
 
     borders = []
-    original = backbone.zero_border
-    monkeypatch.setattr(backbone, "zero_border", lambda x, r: (borders.append(r), original(x, r)))
+    original = routing.zero_border
+
+    def counted(x, ring):
+        borders.append(ring)
+        original(x, ring)
+
+    monkeypatch.setattr(routing, "zero_border", counted)
+    monkeypatch.setattr(backbone, "zero_border", counted)
     model = tiny_model().channels_last()
     torch.manual_seed(1)
     feats = [torch.randn(1, 8, 7, 10).contiguous(memory_format=torch.channels_last) for _ in "ab"]
