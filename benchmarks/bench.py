@@ -57,9 +57,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.reference import reference_forward  # noqa: E402
 from skipvsr import cost  # noqa: E402
-from skipvsr.api import PRECISIONS, SIMD_FLAGS, Upscaler, cpu_flags, load  # noqa: E402
+from skipvsr.api import PRECISIONS, Upscaler, load  # noqa: E402
 from skipvsr.backbone import BasicVSR  # noqa: E402
 from skipvsr.cli.args import default_model  # noqa: E402
+from skipvsr.kernels import SIMD_FLAGS, cpu_flags  # noqa: E402
 from skipvsr.routing import PatchGrid, Route, Router  # noqa: E402
 from skipvsr.video.heap import tune_allocator  # noqa: E402
 from skipvsr.weights import load_model  # noqa: E402
@@ -131,7 +132,7 @@ BUDGETS = (0.8, 0.63, 0.43)
 
 def cpu_info() -> dict:
     """The CPU model name, its AVX/AMX flags and whether it has each of
-    :data:`skipvsr.api.SIMD_FLAGS`, from ``/proc/cpuinfo`` (Linux), else empty."""
+    :data:`skipvsr.kernels.SIMD_FLAGS`, from ``/proc/cpuinfo`` (Linux), else empty."""
     try:
         text = open("/proc/cpuinfo").read()
     except OSError:

@@ -11,12 +11,12 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
 
 import torch
 
 from skipvsr import cost, routing
 from skipvsr.backbone import BRANCHES, BasicVSR, VSROutput
+from skipvsr.kernels import cpu_flags
 from skipvsr.routing import Route
 from skipvsr.tiling import TubeLayout, tube_starts
 from skipvsr.weights import DEFAULT_MODEL, backward_budgets, full_network, load_model
@@ -58,23 +58,6 @@ AMD EPYC with AVX512-BF16; ``mixed`` with no fp32 lead blocks 27.2374 and 57.21 
 on an AMX Xeon; the same on both CPUs to the digits shown where both were measured); ``auto``
 tries them in this order, fastest first. So ``auto`` is ``mixed`` on such a CPU: bf16 fails
 the 55 dB bar."""
-
-
-SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-"""The CPU flags that decide the fast path (and that every timing records)."""
-
-
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
-    """Those of :data:`SIMD_FLAGS` that ``cpuinfo`` lists, in that order."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return ()
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-    return tuple(f for f in SIMD_FLAGS if f in flags)
 
 
 def resolve_precision(precision: str, device: str, flags: tuple[str, ...]) -> str:

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from skipvsr.flow import SpyNet, WarpPlan, flow_warp, is_channels_last
+from skipvsr.kernels import residual_add_
 from skipvsr.routing import (
+    BlockConvs,
     ConfidenceEstimator,
     PatchGrid,
     Route,
@@ -128,13 +130,26 @@ class Trunk(nn.Module):
             # network 10 %), its AVX2 fp32 convs too (the whole network 8 %); a plain fp32
             # model stays NCHW, the layout of the BasicSR parity
             h = h.contiguous(memory_format=torch.channels_last)
+        if router is None:
+            convs = [
+                BlockConvs.of(b, block_precision(precision, m)) for m, b in enumerate(self.blocks)
+            ]
+            convs.append(None)
+        ready = None  # h cast into the next block's zero-bordered input by the last add
         for m, block in enumerate(self.blocks):
             # the residual add may overwrite h when nothing else holds it (no tap, no autograd):
             # one map fewer written per block, 3.5 % of the full network's time on 2 threads
             inplace = m not in taps and not torch.is_grad_enabled()
             if router is None:
-                update = residual_update(block, h, block_precision(precision, m))
-                h = h.add_(update) if inplace else h + update
+                update = convs[m].update(h, ready)
+                ring = convs[m + 1].ring(h) if inplace and convs[m + 1] is not None else 0
+                ready = None
+                if ring:
+                    # the add writes the next block's bf16 input in the same pass
+                    ready = empty_bordered(tuple(h.shape), ring, torch.bfloat16, h.device)
+                    h = residual_add_(h, update, ready[:, :, ring:-ring, ring:-ring])
+                else:
+                    h = residual_add_(h, update) if inplace else h + update
             else:
                 h = router.apply(block, m, h, router.decide(m, h), inplace=inplace)
             if m + 1 in taps:

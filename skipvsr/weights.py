@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from skipvsr.backbone import BasicVSR
+from skipvsr.kernels import cache_dir
 
 DEFAULT_MODEL = "basicvsr-vimeo-bi"
 """The default of the Python API; the CLI prefers the shipped ``skipvsr-vimeo-bi``."""
@@ -127,10 +128,6 @@ threshold-0 network *is* that backbone, bit for bit."""
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, unsafe, or of the wrong architecture."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SKIPVSR_CACHE", Path.home() / ".cache" / "skipvsr"))
 
 
 def _package_dir(package: str) -> Path | None:

@@ -5,7 +5,8 @@ Layers, top to bottom (a module may import its own layer and those listed for it
 * ``cli``: anything; nothing imports it (``__main__`` belongs to it).
 * ``eval`` and ``train``: the core and the floor, never each other.
 * ``video``: the floor only; it never sees the model.
-* core (``flow backbone routing tiling cost weights api`` and the package face): core and floor.
+* core (``flow backbone routing tiling cost weights api kernels``, the package face): core,
+  floor.
 * floor (``frames metrics degradation signals``): nothing of skipvsr.
 
 The check reads the source with :mod:`ast` (imports inside functions and ``TYPE_CHECKING``
@@ -22,7 +23,7 @@ import pytest
 from tests.conftest import REPO
 
 PACKAGE = REPO / "skipvsr"
-CORE = {"flow", "backbone", "routing", "tiling", "cost", "weights", "api"}
+CORE = {"flow", "backbone", "routing", "tiling", "cost", "weights", "api", "kernels"}
 FLOOR = {"frames", "metrics", "degradation", "signals"}
 WINGS = {"cli", "eval", "train", "video"}
 ALLOWED = {
