@@ -4,10 +4,10 @@ budgets, from alternating runs in one process (an A/B: this VM's timings drift b
     python benchmarks/routing_ab.py --model skipvsr-vimeo-bi-ft --budgets 0.63,0.7,0.75
         --cells 32,frame [--threads 2] [--frames 8] [--repeats 3] [--json out/ab.json]
 
-Each round runs every (budget, cell) once and then the unrouted network, on real frames
-(:func:`benchmarks.bench.real_frames`), SpyNet included, in the model's ``auto`` precision;
-each setting's ``wall_fraction`` is its median over the rounds divided by the unrouted
-median. Run it alone on the machine.
+Each round runs the unrouted network and then every (budget, cell) once, on real frames
+(:func:`benchmarks.bench.real_frames`), SpyNet included, in the model's ``auto`` precision; a
+setting's ``wall_fraction`` is the median over the rounds of its time over the same round's
+unrouted time (the order of the settings turns by one every round). Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -59,17 +59,21 @@ def main() -> int:
         up.upscale(lr, route)
         return time.perf_counter() - start
 
+    ratios: dict[tuple[float, int], list[float]] = {s: [] for s in settings}
     with torch.no_grad():
         timed(Route.for_budget(budgets[0], cell=cells[0]))  # warm-up
-        for _ in range(args.repeats):
-            for b, c in settings:
-                times[b, c].append(timed(Route.for_budget(b, cell=c)))
+        timed(None)
+        for i in range(args.repeats):
             full.append(timed(None))
+            k = i % len(settings)
+            for b, c in settings[k:] + settings[:k]:
+                times[b, c].append(timed(Route.for_budget(b, cell=c)))
+                ratios[b, c].append(times[b, c][-1] / full[-1])
     unrouted = statistics.median(full)
     rows = []
-    for (b, c), ts in times.items():
+    for (b, c), rs in ratios.items():
         cell = "frame" if c == FRAME_CELL else c
-        rows.append({"budget": b, "cell": cell, "wall_fraction": statistics.median(ts) / unrouted})
+        rows.append({"budget": b, "cell": cell, "wall_fraction": statistics.median(rs)})
         print(f"budget {b:.2f} cell {cell!s:>5}: wall fraction {rows[-1]['wall_fraction']:.3f}")
     result = {
         **cpu_info(),

@@ -1,18 +1,22 @@
-"""What this machine offers the network: its CPU flags, skipvsr's cache folder, and the fused
-CPU kernel of the residual stream, built for it once.
+"""What this machine offers the network: its CPU flags, skipvsr's cache folder, and fused CPU
+kernels for the passes around the convs, built for it once.
 
-The kernel (``csrc/residual.cpp``) does in one pass over a channels-last map what a residual
-block in ``mixed`` precision otherwise does in three: the float32 stream ``h += update`` with a
-bf16 update (torch first casts the update to float32) and, optionally, the next block's bf16
-copy of ``h`` inside its zero border (:meth:`skipvsr.routing.BlockConvs.update`). Its rounding is
-torch's, so every output is bit for bit that of the torch ops it replaces. AMX Xeon, 2 threads,
-64x180x320: the add 1.06 -> 0.45 ms, add and cast 1.58 -> 0.65 ms, against a block's two convs
-of 3.6 ms.
+The kernels (``csrc/fused.cpp``) each do in one pass over channels-last maps what torch does in
+several (AMX Xeon, 2 threads, 64 channels at 180x320 unless said):
 
-It is compiled with torch's C++ extension builder the first time it is needed (about 30 s; ``make
-install`` does it) into ``cache_dir() / "kernels"``, for x86-64 CPUs with AVX2. Where it cannot be
-built (no compiler, another CPU) or with ``SKIPVSR_KERNELS=0``, the torch ops run instead: the
-same numbers, slower.
+* :func:`residual_add_`: the float32 stream ``h += update`` with a bf16 update (torch first
+  casts the update to float32) and, optionally, the next block's bf16 copy of ``h`` inside its
+  zero border (:meth:`skipvsr.routing.BlockConvs.update`): the add 1.06 -> 0.45 ms, add and
+  cast 1.58 -> 0.65 ms, against a block's two convs of 3.6 ms. Bit for bit torch's numbers.
+* :func:`shuffle_into_`: the upsampler's pixel shuffle of a channels-last conv output into a
+  zero border, copying whole pixel rows. Bit for bit (a copy).
+* :func:`gather_cells`, :func:`zero_outside_`, :func:`scatter_cells_`: a routed block's running
+  cells as one batch through its two convs, rather than one conv pair per box of cells.
+
+They are compiled with torch's C++ extension builder the first time they are needed (about
+30 s; ``make install`` does it) into ``cache_dir() / "kernels"``, for x86-64 CPUs with AVX2.
+Where they cannot be built (no compiler, another CPU) or with ``SKIPVSR_KERNELS=0``, the torch
+ops run instead: the same numbers (the cell batches up to float summation order), slower.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ log = logging.getLogger(__name__)
 SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 """The CPU flags that decide the fast path (and that every timing records)."""
 
-SOURCE = Path(__file__).parent / "csrc" / "residual.cpp"
+SOURCE = Path(__file__).parent / "csrc" / "fused.cpp"
 ENV_SWITCH = "SKIPVSR_KERNELS"
 """Environment variable: ``0`` runs the torch ops instead of the fused kernel."""
 
@@ -63,7 +67,7 @@ def build_dir() -> Path:
 
 @functools.cache
 def extension():
-    """The compiled kernel module, built on first use, or ``None`` where it is switched off
+    """The compiled kernels' module, built on first use, or ``None`` where it is switched off
     (:data:`ENV_SWITCH`), the CPU is not x86-64 with AVX2, or the build fails (logged once)."""
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return None
@@ -75,16 +79,17 @@ def extension():
         folder = build_dir()
         folder.mkdir(parents=True, exist_ok=True)
         if not any(folder.glob("*.so")):
-            log.warning("skipvsr: building the fused CPU kernel once (about 30 s) in %s", folder)
+            log.warning("skipvsr: building the fused CPU kernels once (about 30 s) in %s", folder)
         return cpp_extension.load(
-            "skipvsr_residual",
+            "skipvsr_fused",
             [str(SOURCE)],
             extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],  # ATen's parallel_for is OpenMP
             build_directory=str(folder),
             verbose=False,
         )
     except Exception as err:  # no compiler, no ninja, a read-only cache: the torch ops serve
-        log.warning("skipvsr: fused CPU kernel unavailable, using torch ops (%s)", err)
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        log.warning("skipvsr: fused CPU kernels unavailable, using torch ops (%s)", reason)
         return None
 
 
@@ -132,14 +137,71 @@ def residual_add_(
     return h
 
 
+def _inference_on_cpu(*maps: torch.Tensor) -> bool:
+    return all(m.device.type == "cpu" for m in maps) and not (
+        torch.is_grad_enabled() and any(m.requires_grad for m in maps)
+    )
+
+
+def shuffles(conv: torch.Tensor) -> bool:
+    """Whether :func:`shuffle_into_` applies to ``conv``: a channels-last CPU map at inference,
+    and the kernels built."""
+    return _rows(conv) and _inference_on_cpu(conv) and extension() is not None
+
+
+def shuffle_into_(conv: torch.Tensor, out: torch.Tensor, ring: int) -> None:
+    """Write ``pixel_shuffle(conv, 2)`` inside the ``ring``-pixel border of ``out`` ``(B, c, 2H + 2
+    ring, 2W + 2 ring)`` channels-last (the border is left as it is), for ``conv`` ``(B, 4c, H,
+    W)`` channels-last of ``out``'s dtype whose channels are in (row, column, channel) order
+    (:func:`skipvsr.backbone.conv_pixel_shuffle`). Only where :func:`shuffles`."""
+    extension().shuffle_into_(conv, out, ring)
+
+
+def batches_cells(h: torch.Tensor, out: torch.Tensor) -> bool:
+    """Whether a routed block can run its cells as one batch (:func:`gather_cells`,
+    :func:`scatter_cells_`) from ``h`` into ``out``: float32 ``h`` and a bf16 or float32 ``out``,
+    both channels-last CPU maps at inference, and the kernels built."""
+    return (
+        h.dtype == torch.float32
+        and out.dtype in (torch.float32, torch.bfloat16)
+        and _rows(h)
+        and _rows(out)
+        and _inference_on_cpu(h, out)
+        and extension() is not None
+    )
+
+
+def gather_cells(
+    h: torch.Tensor, cells: torch.Tensor, size: int, halo: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """The cells of ``h`` ``(B, C, H, W)`` float32 channels-last with a ``halo`` as one batch
+    ``(N, C, size + 2 halo, size + 2 halo)`` channels-last in ``dtype`` (bf16 or float32), 0
+    past the frame. ``cells`` ``(N, 3)`` int64: each cell's ``(b, y0, x0)``, its top-left
+    pixel. Only where :func:`batches_cells`."""
+    side = size + 2 * halo
+    out = torch.empty(
+        len(cells), h.shape[1], side, side, dtype=dtype, memory_format=torch.channels_last
+    )
+    extension().gather_cells_(h, cells, halo, out)
+    return out
+
+
+def zero_outside_(mid: torch.Tensor, cells: torch.Tensor, height: int, width: int, margin: int):
+    """Set to 0 the pixels of the cell batch ``mid`` ``(N, C, S, S)`` that lie outside the
+    ``height x width`` frame, pixel ``(0, 0)`` of cell ``i`` being frame pixel ``(y0 - margin,
+    x0 - margin)`` (see :func:`gather_cells`)."""
+    extension().zero_outside_(mid, cells, height, width, margin)
+
+
+def scatter_cells_(updates: torch.Tensor, cells: torch.Tensor, out: torch.Tensor) -> None:
+    """Write the cell batch ``updates`` ``(N, C, S, S)`` into ``out`` ``(B, C, H, W)`` (one dtype,
+    channels-last) at the cells' pixels inside the frame."""
+    extension().scatter_cells_(updates.contiguous(memory_format=torch.channels_last), cells, out)
+
+
 def main() -> int:
-    """``python -m skipvsr.kernels``: build the kernel now (``make install`` runs this) and say
-    whether it loaded."""
+    """Build the kernels now (``make install`` runs this) and say whether they loaded."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ok = extension() is not None
-    print(f"skipvsr fused CPU kernel: {'ready in ' + str(build_dir()) if ok else 'not used'}")
+    print(f"skipvsr fused CPU kernels: {'ready in ' + str(build_dir()) if ok else 'not used'}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -112,3 +112,51 @@ def test_the_network_gives_the_same_output_with_and_without_the_kernel(
     assert calls and torch.equal(got, want)
     if route is None and precision != "fp32" and routing.prepads(torch.bfloat16):
         assert any(calls)  # the next block's input came from the add
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("ring", [0, 1, 2])
+def test_shuffle_kernel_is_the_channels_last_pixel_shuffle(fused, dtype, ring):
+    """The upsampler's shuffle of a conv output whose channels are in (row, column, channel)
+    order, copied by the kernel inside a zero border: ``F.pixel_shuffle`` of the conv in its
+    natural order, exactly."""
+    g = torch.Generator().manual_seed(0)
+    b, c, h, w = 2, 8, 5, 7
+    natural = torch.randn(b, 4 * c, h, w, generator=g).to(dtype)  # channels in (c, i, j) order
+    order = torch.arange(4 * c).view(c, 4).t().reshape(-1)
+    conv = natural[:, order].contiguous(memory_format=CL)
+    assert kernels.shuffles(conv)
+    out = routing.empty_bordered((b, c, 2 * h, 2 * w), ring, dtype, conv.device)
+    kernels.shuffle_into_(conv, out, ring)
+    assert out.shape == (b, c, 2 * h + 2 * ring, 2 * w + 2 * ring) and out.dtype == dtype
+    assert out.is_contiguous(memory_format=CL)
+    want = torch.nn.functional.pad(torch.nn.functional.pixel_shuffle(natural, 2), [ring] * 4)
+    assert torch.equal(out, want)
+    assert not kernels.shuffles(conv.contiguous())  # NCHW: the caller copies
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("h,w,cell", [(23, 37, 8), (9, 30, 32), (40, 24, 16), (5, 6, 4)])
+def test_cell_batch_equals_the_dense_update_on_running_cells(fused, precision, h, w, cell):
+    """A block's running cells as one batch (edge cells reaching past the frame, where conv1's
+    outputs are zeroed as the dense conv2's padding) write the dense update there within float
+    (fp32) or one bf16 rounding, and nothing elsewhere."""
+    from skipvsr.backbone import ResidualBlock
+
+    torch.manual_seed(3)
+    convs = routing.BlockConvs.of(ResidualBlock(8), precision)
+    x = torch.randn(2, 8, h, w).contiguous(memory_format=CL)
+    grid = routing.PatchGrid(h, w, cell)
+    dtype = convs.w2.dtype
+    with torch.no_grad():
+        dense = convs.second(convs.first(x.contiguous())).to(dtype)
+        for seed, fraction in enumerate([0.0, 0.3, 0.7, 1.0]):
+            g = torch.Generator().manual_seed(seed)
+            run = torch.rand(2, grid.rows, grid.cols, generator=g) < fraction
+            out = torch.full_like(x, 7.0, dtype=dtype).contiguous(memory_format=CL)
+            assert routing.cell_batch_updates(convs, x, run, grid, out)
+            on = grid.expand(run, torch.float32).bool().expand_as(x)
+            assert (out[~on] == 7.0).all()
+            tol = 1e-5 if precision == "fp32" else 2**-7 * float(dense.abs().max())
+            if on.any():
+                assert (out[on].float() - dense[on].float()).abs().max() <= tol

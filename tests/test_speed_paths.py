@@ -122,8 +122,15 @@ ROUTES = [
     "route", ROUTES, ids=lambda r: f"{r.policy}-{r.keep}-{r.threshold}-{r.skip}"
 )
 @pytest.mark.parametrize("inputs", ["difference", "warped-difference"])
-def test_routed_model_equals_mask_execution_on_odd_frames(path, route, inputs, monkeypatch):
+@pytest.mark.parametrize("batched", [True, False], ids=["cell-batch", "per-box"])
+def test_routed_model_equals_mask_execution_on_odd_frames(
+    path, route, inputs, batched, monkeypatch
+):
+    """Routed execution (running cells as one batch where the kernels are built, else box by
+    box; or the dense fallback) equals mask execution within 1e-5 in float32."""
     monkeypatch.setattr(routing, "DENSE_FROM", PATHS[path])
+    if not batched:
+        monkeypatch.setattr(routing.kernels, "batches_cells", lambda h, out: False)
     model = tiny_model()
     if inputs != "difference":
         from skipvsr.backbone import BasicVSR

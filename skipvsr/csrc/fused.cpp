@@ -1,0 +1,241 @@
+// Fused CPU kernels for the passes around the convs (skipvsr.kernels). Each does in one pass
+// over channels-last maps (pixels as rows of C contiguous values) what torch does in several.
+//
+// residual_add_: a residual block in `mixed` precision adds a bf16 update to the float32 stream; torch's
+// mixed-dtype add_ first casts the update to float32 (one pass, one allocation), and the next
+// block then casts the stream to bf16 for its convs (another pass). Here both happen in one
+// pass over pixel rows: h += float(u), and optionally out = bf16(h). Every step rounds as
+// torch does (the float32 sum of two float32 values; bf16 round-to-nearest-even, a NaN as
+// 0xFFFF, as torch's vectorised cast writes it), so the results are torch's bit for bit.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+inline float bf16_to_float(uint16_t v) {
+  uint32_t bits = uint32_t(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline uint16_t float_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return 0xffff;  // NaN
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return uint16_t(bits >> 16);
+}
+
+// a (B, C, H, W) map whose pixel rows are contiguous runs of W * C values (channels-last)
+void check_rows(const torch::Tensor& t, const char* name, const torch::Tensor& like) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be on the CPU");
+  TORCH_CHECK(t.dim() == 4 && t.sizes() == like.sizes(), name, " must have shape ", like.sizes(),
+              ", got ", t.sizes());
+  TORCH_CHECK(t.stride(1) == 1 && t.stride(3) == t.size(1), name,
+              " must be channels-last (rows of W * C contiguous values)");
+}
+
+template <typename U>
+void add_rows(float* h, const U* u, uint16_t* out, int64_t n) {
+  if (out != nullptr) {
+    for (int64_t i = 0; i < n; ++i) {
+      float v;
+      if constexpr (std::is_same_v<U, uint16_t>) v = h[i] + bf16_to_float(u[i]); else v = h[i] + u[i];
+      h[i] = v;
+      out[i] = float_to_bf16(v);
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      if constexpr (std::is_same_v<U, uint16_t>) h[i] += bf16_to_float(u[i]); else h[i] += u[i];
+    }
+  }
+}
+
+// h += u in place (u bfloat16 or float32); with out, also out = bf16(h) after the add
+void residual_add_(torch::Tensor h, const torch::Tensor& u, const c10::optional<torch::Tensor>& out) {
+  TORCH_CHECK(h.scalar_type() == at::kFloat, "h must be float32");
+  check_rows(h, "h", h);
+  check_rows(u, "update", h);
+  const bool low = u.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(low || u.scalar_type() == at::kFloat, "update must be bfloat16 or float32");
+  if (out) {
+    check_rows(*out, "out", h);
+    TORCH_CHECK(out->scalar_type() == at::kBFloat16, "out must be bfloat16");
+  }
+  const int64_t rows = h.size(0) * h.size(2), height = h.size(2), row = h.size(3) * h.size(1);
+  float* hp = h.data_ptr<float>();
+  const char* up = static_cast<const char*>(u.data_ptr());
+  uint16_t* op = out ? static_cast<uint16_t*>(out->data_ptr()) : nullptr;
+  const int64_t usize = low ? 2 : 4;
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / height, y = r % height;
+      float* hr = hp + b * h.stride(0) + y * h.stride(2);
+      const char* ur = up + (b * u.stride(0) + y * u.stride(2)) * usize;
+      uint16_t* orow = op ? op + b * out->stride(0) + y * out->stride(2) : nullptr;
+      if (low) add_rows(hr, reinterpret_cast<const uint16_t*>(ur), orow, row);
+      else add_rows(hr, reinterpret_cast<const float*>(ur), orow, row);
+    }
+  });
+}
+
+
+// shuffle_into_: conv (B, 4c, H, W) channels-last, its channels in (i, j, k) order, into out
+// (B, c, 2H + 2 ring, 2W + 2 ring) channels-last: out[b, :, ring + 2y + i, ring + 2x + j] =
+// conv[b, (2i + j) c : (2i + j + 1) c, y, x]. A copy of whole pixel rows of c values; torch's copy_
+// of the 6-d permuted view moved them at a third of the memory's speed.
+void shuffle_into_(const torch::Tensor& conv, torch::Tensor out, int64_t ring) {
+  TORCH_CHECK(conv.device().is_cpu() && out.device().is_cpu(), "maps must be on the CPU");
+  TORCH_CHECK(conv.scalar_type() == out.scalar_type(), "conv and out must have one dtype");
+  TORCH_CHECK(conv.dim() == 4 && out.dim() == 4 && conv.size(1) % 4 == 0, "conv must be (B, 4c, H, W)");
+  const int64_t B = conv.size(0), c = conv.size(1) / 4, H = conv.size(2), W = conv.size(3);
+  TORCH_CHECK(out.size(0) == B && out.size(1) == c && out.size(2) == 2 * H + 2 * ring &&
+                  out.size(3) == 2 * W + 2 * ring, "out must be (B, c, 2H + 2 ring, 2W + 2 ring)");
+  TORCH_CHECK(conv.stride(1) == 1 && out.stride(1) == 1, "conv and out must be channels-last");
+  const int64_t es = conv.element_size(), bytes = c * es;
+  const char* src = static_cast<const char*>(conv.data_ptr());
+  char* dst = static_cast<char*>(out.data_ptr());
+  at::parallel_for(0, B * H * 2, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / (2 * H), y = (r / 2) % H, i = r % 2;
+      const char* s = src + (b * conv.stride(0) + y * conv.stride(2)) * es;
+      char* d = dst + (b * out.stride(0) + (ring + 2 * y + i) * out.stride(2) + ring * out.stride(3)) * es;
+      for (int64_t x = 0; x < W; ++x) {
+        for (int64_t j = 0; j < 2; ++j) {
+          std::memcpy(d + (2 * x + j) * out.stride(3) * es, s + x * conv.stride(3) * es + (2 * i + j) * bytes,
+                      bytes);
+        }
+      }
+    }
+  });
+}
+
+// The routed blocks' cell batches. cells (N, 3) int64 holds each running cell's batch element
+// and top-left pixel (b, y0, x0); all cells are size x size pixels, those at the frame's
+// bottom and right edges reaching past it. A block then runs as one batched conv pair over the
+// N cells, instead of one conv pair per box of cells: oneDNN's fixed cost per call made a
+// lone 32x32 cell cost 3.4x its share of the dense block (AMX Xeon, 2 threads).
+struct Cell {
+  int64_t b, y0, x0;
+};
+
+std::vector<Cell> read_cells(const torch::Tensor& cells, int64_t B) {
+  TORCH_CHECK(cells.scalar_type() == at::kLong && cells.dim() == 2 && cells.size(1) == 3 && cells.is_contiguous(),
+              "cells must be int64 (N, 3)");
+  const int64_t* c = cells.data_ptr<int64_t>();
+  std::vector<Cell> out(cells.size(0));
+  for (int64_t i = 0; i < cells.size(0); ++i) {
+    out[i] = {c[3 * i], c[3 * i + 1], c[3 * i + 2]};
+    TORCH_CHECK(out[i].b >= 0 && out[i].b < B, "cell batch index out of range");
+  }
+  return out;
+}
+
+template <typename T>
+inline T from_float(float v) {
+  if constexpr (std::is_same_v<T, uint16_t>) return float_to_bf16(v); else return v;
+}
+
+// gather_cells_: out[i, :, yy, xx] = h[b, :, y0 - halo + yy, x0 - halo + xx] in out's dtype, 0
+// past the frame; out (N, C, size + 2 halo, size + 2 halo) channels-last, bf16 or float32.
+void gather_cells_(const torch::Tensor& h, const torch::Tensor& cells, int64_t halo, torch::Tensor out) {
+  TORCH_CHECK(h.scalar_type() == at::kFloat && h.dim() == 4 && h.stride(1) == 1 && h.stride(3) == h.size(1),
+              "h must be float32 channels-last");
+  const auto cs = read_cells(cells, h.size(0));
+  const int64_t C = h.size(1), H = h.size(2), W = h.size(3), N = cs.size(), S = out.size(2);
+  TORCH_CHECK(out.dim() == 4 && out.size(0) == N && out.size(1) == C && out.size(3) == S &&
+                  out.is_contiguous(at::MemoryFormat::ChannelsLast), "out must be (N, C, S, S) channels-last");
+  const bool low = out.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(low || out.scalar_type() == at::kFloat, "out must be bfloat16 or float32");
+  const float* hp = h.data_ptr<float>();
+  char* op = static_cast<char*>(out.data_ptr());
+  const int64_t es = out.element_size();
+  at::parallel_for(0, N * S, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const Cell& c = cs[r / S];
+      const int64_t yy = r % S, y = c.y0 - halo + yy;
+      char* orow = op + ((r / S) * out.stride(0) + yy * out.stride(2)) * es;
+      const int64_t xa = std::max<int64_t>(0, halo - c.x0), xb = std::min<int64_t>(S, W - c.x0 + halo);
+      if (y < 0 || y >= H || xa >= xb) {
+        std::memset(orow, 0, S * C * es);
+        continue;
+      }
+      std::memset(orow, 0, xa * C * es);
+      std::memset(orow + xb * C * es, 0, (S - xb) * C * es);
+      const float* src = hp + c.b * h.stride(0) + y * h.stride(2) + (c.x0 - halo + xa) * C;
+      const int64_t n = (xb - xa) * C;
+      if (low) {
+        uint16_t* dst = reinterpret_cast<uint16_t*>(orow) + xa * C;
+        for (int64_t k = 0; k < n; ++k) dst[k] = float_to_bf16(src[k]);
+      } else {
+        std::memcpy(reinterpret_cast<float*>(orow) + xa * C, src, n * sizeof(float));
+      }
+    }
+  });
+}
+
+// zero_outside_: set to 0 the pixels of mid (N, C, S, S) channels-last, cell i's map whose
+// pixel (yy, xx) lies at (y0 - margin + yy, x0 - margin + xx), that fall outside the H x W
+// frame: the zero padding that the dense conv2 reads there.
+void zero_outside_(torch::Tensor mid, const torch::Tensor& cells, int64_t H, int64_t W, int64_t margin) {
+  TORCH_CHECK(mid.dim() == 4 && mid.is_contiguous(at::MemoryFormat::ChannelsLast), "mid must be channels-last");
+  const auto cs = read_cells(cells, INT64_MAX);
+  const int64_t C = mid.size(1), S = mid.size(2), N = cs.size(), es = mid.element_size();
+  TORCH_CHECK(mid.size(0) == N && mid.size(3) == S, "mid must be (N, C, S, S)");
+  char* mp = static_cast<char*>(mid.data_ptr());
+  at::parallel_for(0, N * S, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const Cell& c = cs[r / S];
+      const int64_t yy = r % S, y = c.y0 - margin + yy;
+      char* row = mp + ((r / S) * mid.stride(0) + yy * mid.stride(2)) * es;
+      if (y < 0 || y >= H) {
+        std::memset(row, 0, S * C * es);
+        continue;
+      }
+      const int64_t xa = std::max<int64_t>(0, margin - c.x0), xb = std::min<int64_t>(S, W - c.x0 + margin);
+      if (xa > 0) std::memset(row, 0, std::min(xa, S) * C * es);
+      if (xb < S) std::memset(row + std::max<int64_t>(xb, 0) * C * es, 0, (S - std::max<int64_t>(xb, 0)) * C * es);
+    }
+  });
+}
+
+// scatter_cells_: out[b, :, y0 + yy, x0 + xx] = upd[i, :, yy, xx] inside the frame; upd (N, C,
+// S, S) and out (B, C, H, W) channels-last of one dtype.
+void scatter_cells_(const torch::Tensor& upd, const torch::Tensor& cells, torch::Tensor out) {
+  TORCH_CHECK(upd.scalar_type() == out.scalar_type(), "upd and out must have one dtype");
+  TORCH_CHECK(upd.dim() == 4 && upd.is_contiguous(at::MemoryFormat::ChannelsLast), "upd must be channels-last");
+  TORCH_CHECK(out.dim() == 4 && out.stride(1) == 1 && out.stride(3) == out.size(1), "out must be channels-last");
+  const auto cs = read_cells(cells, out.size(0));
+  const int64_t C = upd.size(1), S = upd.size(2), N = cs.size(), H = out.size(2), W = out.size(3);
+  TORCH_CHECK(upd.size(0) == N && upd.size(3) == S && out.size(1) == C, "upd must be (N, C, S, S)");
+  const int64_t es = upd.element_size();
+  const char* up = static_cast<const char*>(upd.data_ptr());
+  char* op = static_cast<char*>(out.data_ptr());
+  at::parallel_for(0, N * S, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const Cell& c = cs[r / S];
+      const int64_t yy = r % S, y = c.y0 + yy;
+      if (y < 0 || y >= H || c.x0 >= W || c.x0 < 0) continue;
+      const int64_t n = std::min(S, W - c.x0);
+      std::memcpy(op + (c.b * out.stride(0) + y * out.stride(2) + c.x0 * C) * es,
+                  up + ((r / S) * upd.stride(0) + yy * upd.stride(2)) * es, n * C * es);
+    }
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("residual_add_", &residual_add_, "h += update, and optionally out = bf16(h)");
+  m.def("shuffle_into_", &shuffle_into_, "a channels-last pixel shuffle by 2 into a zero border");
+  m.def("gather_cells_", &gather_cells_, "running cells with their halo, as one batch");
+  m.def("zero_outside_", &zero_outside_, "zero a cell batch outside the frame");
+  m.def("scatter_cells_", &scatter_cells_, "a cell batch written back into its map");
+}
