@@ -56,7 +56,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.reference import reference_forward  # noqa: E402
-from skipvsr import cost  # noqa: E402
+from skipvsr import cost, kernels  # noqa: E402
 from skipvsr.api import PRECISIONS, Upscaler, load  # noqa: E402
 from skipvsr.backbone import BasicVSR  # noqa: E402
 from skipvsr.cli.args import default_model  # noqa: E402
@@ -132,12 +132,13 @@ BUDGETS = (0.8, 0.63, 0.43)
 
 def cpu_info() -> dict:
     """The CPU model name, its AVX/AMX flags and whether it has each of
-    :data:`skipvsr.kernels.SIMD_FLAGS`, from ``/proc/cpuinfo`` (Linux), else empty."""
+    :data:`skipvsr.kernels.SIMD_FLAGS`, from ``/proc/cpuinfo`` (Linux), else empty; and whether
+    the fused kernels (:mod:`skipvsr.kernels`) ran."""
     try:
         text = open("/proc/cpuinfo").read()
     except OSError:
         return {}
-    info = {}
+    info = {"fused_kernels": kernels.extension() is not None}
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "model name" and "cpu_model" not in info:

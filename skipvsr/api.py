@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 
-from skipvsr import cost, routing
+from skipvsr import cost, kernels, routing
 from skipvsr.backbone import BRANCHES, BasicVSR, VSROutput
 from skipvsr.kernels import cpu_flags
 from skipvsr.routing import Route
@@ -89,7 +89,8 @@ class UpscaleStats:
     ``routing_map`` is ``(T, nH, nW)`` int: residual blocks run per patch and frame, both
     branches together (0..60); ``None`` when nothing was routed. ``branch_blocks``: the
     executed block fraction of each branch (``backward``, ``forward``), whose mean is
-    ``executed_block_fraction``.
+    ``executed_block_fraction``. ``precision``, ``threads``, ``cpu_flags`` and
+    ``fused_kernels`` (whether :mod:`skipvsr.kernels` ran) say what computed it.
     """
 
     frames: int
@@ -110,6 +111,7 @@ class UpscaleStats:
     precision: str = "fp32"
     threads: int = 1
     cpu_flags: tuple[str, ...] = ()
+    fused_kernels: bool = False
 
     def as_dict(self) -> dict:
         """JSON-ready fields (the routing map is left out)."""
@@ -354,6 +356,7 @@ class Upscaler:
             precision=self.precision,
             threads=torch.get_num_threads(),
             cpu_flags=self.cpu_flags,
+            fused_kernels=kernels.extension() is not None,
         )
 
     @torch.inference_mode()

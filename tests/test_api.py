@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skipvsr import cost
+from skipvsr import cost, kernels
 from skipvsr.api import Upscaler, UpscaleStats
 from skipvsr.routing import Route
 from tests.conftest import moving_clip, tiny_model
@@ -153,6 +153,7 @@ def test_stats_record_precision_threads_and_flags(up):
     assert record["precision"] == up.precision in ("fp32", "mixed", "bf16")
     assert record["threads"] == torch.get_num_threads()
     assert isinstance(record["cpu_flags"], list)
+    assert record["fused_kernels"] == (kernels.extension() is not None)
 
 
 def test_bf16_keeps_the_residual_stream_and_output_in_fp32():
