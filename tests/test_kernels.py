@@ -85,7 +85,11 @@ def test_switched_off_by_the_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("precision", ["mixed", "bf16", "fp32"])
-@pytest.mark.parametrize("route", [None, Route(threshold=0.5, cell=8)])
+@pytest.mark.parametrize(
+    "route",
+    [None, Route(threshold=0.5, cell=8), Route(policy="rotate", keep=0.5, cell=8)],
+    ids=["full", "learned", "rotate"],
+)
 def test_the_network_gives_the_same_output_with_and_without_the_kernel(
     fused, precision, route, monkeypatch
 ):
@@ -110,8 +114,9 @@ def test_the_network_gives_the_same_output_with_and_without_the_kernel(
         monkeypatch.setattr(kernels, "fuses", lambda h, u: False)
         want = model(lr, route=route, precision=precision).sr
     assert calls and torch.equal(got, want)
-    if route is None and precision != "fp32" and routing.prepads(torch.bfloat16):
-        assert any(calls)  # the next block's input came from the add
+    if (route is None or route.policy == "rotate") and precision != "fp32":
+        if routing.prepads(torch.bfloat16):
+            assert any(calls)  # a next block's input came from the add
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])

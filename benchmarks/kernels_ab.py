@@ -1,0 +1,97 @@
+"""The fused CPU kernels (:mod:`skipvsr.kernels`) against the torch ops they replace, on the whole
+network, from alternating runs in one process (an A/B: this VM's timings drift between runs).
+
+    python benchmarks/kernels_ab.py [--model skipvsr-vimeo-bi] [--budgets 0.8,0.63]
+        [--cells 32,frame] [--without all|cells] [--frames 5] [--rounds 5] [--threads 2]
+
+``--without all`` runs the B side with every kernel off (``kernels.extension`` returning
+``None``, as with ``SKIPVSR_KERNELS=0``); ``--without cells`` turns off the routed cell batches
+only, so routed blocks compute box by box. Each round runs the full network and each (budget,
+cell) once with the kernels and once without, in turn (which side goes first alternates), on real
+frames with the flows computed once beforehand, in ``mixed``. Printed: the median over the rounds
+of each pair's time ratio (with / without) and, with ``--check``, the largest output difference
+between the two sides. Run it alone on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench import cpu_info, real_frames  # noqa: E402
+from skipvsr import kernels  # noqa: E402
+from skipvsr.cli.args import cell_size  # noqa: E402
+from skipvsr.routing import FRAME_CELL, Route  # noqa: E402
+from skipvsr.video.heap import tune_allocator  # noqa: E402
+from skipvsr.weights import load_model  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="skipvsr-vimeo-bi")
+    p.add_argument("--budgets", default="0.8,0.63")
+    p.add_argument("--cells", default="32", help="comma list of sizes in LR pixels or 'frame'")
+    p.add_argument("--without", choices=("all", "cells"), default="all")
+    p.add_argument("--frames", type=int, default=5)
+    p.add_argument("--size", default="180x320")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--check", action="store_true", help="also compare the two sides' outputs")
+    args = p.parse_args()
+    if kernels.extension() is None:
+        print("the fused kernels are not built here: nothing to compare")
+        return 1
+    tune_allocator(fast=True)
+    torch.set_num_threads(args.threads)
+    h, w = (int(v) for v in args.size.split("x"))
+    model = load_model(args.model).eval().channels_last()
+    lr = real_frames(args.frames, h, w)[None]
+    routes: dict[str, Route | None] = {"full": None}
+    for b in (float(v) for v in args.budgets.split(",")):
+        for c in (cell_size(v) for v in args.cells.split(",")):
+            name = f"learned {b:.2f} cell {'frame' if c == FRAME_CELL else c}"
+            routes[name] = Route.for_budget(b, cell=c)
+    built, batches = kernels.extension, kernels.batches_cells
+
+    def side(on: bool) -> None:
+        if args.without == "all":
+            kernels.extension = built if on else (lambda: None)
+        else:
+            kernels.batches_cells = batches if on else (lambda h, out: False)
+
+    ratios: dict[str, list[float]] = {k: [] for k in routes}
+    print({k: v for k, v in cpu_info().items() if k != "cpu_has"})
+    with torch.no_grad():
+        flows = model.compute_flows(lr)
+        for name, route in routes.items():
+            outs = {}
+            for on in (True, False):  # warm-up, and the outputs to compare
+                side(on)
+                outs[on] = model(lr, route=route, flows=flows, precision="mixed").sr
+            if args.check:
+                diff = float((outs[True] - outs[False]).abs().max())
+                print(f"{name}: largest output difference {diff:.3g}")
+        for i in range(args.rounds):
+            for name, route in routes.items():
+                t = {}
+                for on in (True, False) if i % 2 == 0 else (False, True):
+                    side(on)
+                    start = time.perf_counter()
+                    model(lr, route=route, flows=flows, precision="mixed")
+                    t[on] = time.perf_counter() - start
+                ratios[name].append(t[True] / t[False])
+    side(True)
+    for name, rs in ratios.items():
+        print(f"{name}: with / without {args.without} {statistics.median(rs):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
