@@ -165,3 +165,26 @@ def test_cell_batch_equals_the_dense_update_on_running_cells(fused, precision, h
             tol = 1e-5 if precision == "fp32" else 2**-7 * float(dense.abs().max())
             if on.any():
                 assert (out[on].float() - dense[on].float()).abs().max() <= tol
+
+
+def test_a_failed_build_falls_back_to_the_torch_ops(monkeypatch, tmp_path, caplog):
+    """No compiler (or any build error): one warning naming the cause, then the torch ops."""
+    from torch.utils import cpp_extension
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Error building extension 'skipvsr_fused': c++: not found\nmore")
+
+    monkeypatch.setenv("SKIPVSR_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    monkeypatch.setattr(kernels, "cpu_flags", lambda: ("avx2",))
+    monkeypatch.setattr(kernels.platform, "machine", lambda: "x86_64")
+    kernels.extension.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="skipvsr.kernels"):
+            assert kernels.extension() is None
+        assert "c++: not found" in caplog.text and "more" not in caplog.text
+        h, u = _maps((1, 8, 4, 4), torch.bfloat16)
+        want = h.clone().add_(u)
+        assert torch.equal(kernels.residual_add_(h, u), want)
+    finally:
+        kernels.extension.cache_clear()
