@@ -21,6 +21,7 @@ from skipvsr.routing import (
     PatchGrid,
     Route,
     Router,
+    add_casting_,
     bf16_autocast,
     block_precision,
     check_precision,
@@ -143,7 +144,6 @@ class Trunk(nn.Module):
             convs = [
                 BlockConvs.of(b, block_precision(precision, m)) for m, b in enumerate(self.blocks)
             ]
-            convs.append(None)
         ready = None  # h cast into the next block's zero-bordered input by the last add
         for m, block in enumerate(self.blocks):
             # the residual add may overwrite h when nothing else holds it (no tap, no autograd):
@@ -151,12 +151,10 @@ class Trunk(nn.Module):
             inplace = m not in taps and not torch.is_grad_enabled()
             if router is None:
                 update = convs[m].update(h, ready)
-                ring = convs[m + 1].ring(h) if inplace and convs[m + 1] is not None else 0
+                ring = convs[m + 1].ring(h) if inplace and m + 1 < len(convs) else 0
                 ready = None
-                if ring:
-                    # the add writes the next block's bf16 input in the same pass
-                    ready = empty_bordered(tuple(h.shape), ring, torch.bfloat16, h.device)
-                    h = residual_add_(h, update, ready[:, :, ring:-ring, ring:-ring])
+                if ring:  # the add writes the next block's bf16 input in the same pass
+                    ready = add_casting_(h, update, ring)
                 else:
                     h = residual_add_(h, update) if inplace else h + update
             else:

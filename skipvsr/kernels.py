@@ -37,7 +37,7 @@ SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 SOURCE = Path(__file__).parent / "csrc" / "fused.cpp"
 ENV_SWITCH = "SKIPVSR_KERNELS"
-"""Environment variable: ``0`` runs the torch ops instead of the fused kernel."""
+"""Environment variable: ``0`` runs the torch ops instead of the fused kernels."""
 
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
@@ -59,7 +59,7 @@ def cache_dir() -> Path:
 
 
 def build_dir() -> Path:
-    """Where the kernel is built: one folder per torch and Python version, since the binary is
+    """Where the kernels are built: one folder per torch and Python version, since the binary is
     tied to both."""
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
     return cache_dir() / "kernels" / f"torch-{torch.__version__}-{py}"
@@ -98,19 +98,23 @@ def _rows(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.stride(1) == 1 and x.stride(3) == x.shape[1]
 
 
+def _inference_on_cpu(*maps: torch.Tensor) -> bool:
+    return all(m.device.type == "cpu" for m in maps) and not (
+        torch.is_grad_enabled() and any(m.requires_grad for m in maps)
+    )
+
+
 def fuses(h: torch.Tensor, update: torch.Tensor) -> bool:
     """Whether :func:`residual_add_` runs the fused kernel for ``h`` and ``update``: float32
     ``h`` and a bf16 or float32 ``update`` of its shape, both channels-last CPU maps outside
     autograd, and the kernel built."""
     return (
-        h.device.type == "cpu"
-        and h.dtype == torch.float32
+        h.dtype == torch.float32
         and update.dtype in (torch.float32, torch.bfloat16)
-        and update.device.type == "cpu"
         and h.shape == update.shape
-        and not (torch.is_grad_enabled() and (h.requires_grad or update.requires_grad))
         and _rows(h)
         and _rows(update)
+        and _inference_on_cpu(h, update)
         and extension() is not None
     )
 
@@ -135,12 +139,6 @@ def residual_add_(
         return h
     extension().residual_add_(h, update, cast_into)
     return h
-
-
-def _inference_on_cpu(*maps: torch.Tensor) -> bool:
-    return all(m.device.type == "cpu" for m in maps) and not (
-        torch.is_grad_enabled() and any(m.requires_grad for m in maps)
-    )
 
 
 def shuffles(conv: torch.Tensor) -> bool:

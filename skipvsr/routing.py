@@ -575,6 +575,15 @@ def zero_bordered(x: torch.Tensor, ring: int, dtype: torch.dtype) -> torch.Tenso
     return out
 
 
+def add_casting_(h: torch.Tensor, update: torch.Tensor, ring: int) -> torch.Tensor:
+    """``h += update`` in place (:func:`skipvsr.kernels.residual_add_`), writing ``h`` after the
+    add in the same pass into a new bf16 map with a zero border of ``ring`` pixels: the next
+    block's input for :meth:`BlockConvs.update`. Returns that map."""
+    out = empty_bordered(tuple(h.shape), ring, torch.bfloat16, h.device)
+    residual_add_(h, update, out[:, :, ring:-ring, ring:-ring])
+    return out
+
+
 def residual_update(block: nn.Module, h: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """``conv2(relu(conv1(h)))``: what a residual block adds to ``h`` ``(B, C, H, W)`` float32,
     computed in block precision ``precision`` (:class:`BlockConvs`, :meth:`BlockConvs.update`);
@@ -996,9 +1005,7 @@ class Router:
             ring = self._next_ring(m, h)
             if not ring:
                 return residual_add_(h, update)
-            ready = empty_bordered(tuple(h.shape), ring, torch.bfloat16, h.device)
-            residual_add_(h, update, ready[:, :, ring:-ring, ring:-ring])
-            self._ready = (h, ready)
+            self._ready = (h, add_casting_(h, update, ring))
             return h
         return h + update
 

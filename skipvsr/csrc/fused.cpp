@@ -11,7 +11,6 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -136,11 +135,6 @@ std::vector<Cell> read_cells(const torch::Tensor& cells, int64_t B) {
     TORCH_CHECK(out[i].b >= 0 && out[i].b < B, "cell batch index out of range");
   }
   return out;
-}
-
-template <typename T>
-inline T from_float(float v) {
-  if constexpr (std::is_same_v<T, uint16_t>) return float_to_bf16(v); else return v;
 }
 
 // gather_cells_: out[i, :, yy, xx] = h[b, :, y0 - halo + yy, x0 - halo + xx] in out's dtype, 0
