@@ -31,10 +31,18 @@ from skipvsr.routing import (
     inference_on_channels_last,
     prepads,
     residual_update,
-    zero_border,
 )
 
 BRANCHES = ("backward", "forward")
+
+
+def shuffle_order(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``conv``'s weight and bias with its ``4c`` output channels in (row, column, channel)
+    order instead of (channel, row, column): a channels-last pixel shuffle by 2 of the conv's
+    output then moves whole rows of ``c`` values (:func:`conv_pixel_shuffle`)."""
+    c = conv.out_channels // 4
+    order = torch.arange(conv.out_channels, device=conv.weight.device).view(c, 4).t().reshape(-1)
+    return conv.weight[order], conv.bias[order]
 
 
 def conv_pixel_shuffle(
@@ -43,10 +51,10 @@ def conv_pixel_shuffle(
     """``leaky_relu(pixel_shuffle(conv(x), 2), slope)``: ``x`` ``(B, C, H, W)`` -> ``(B,
     conv.out_channels / 4, 2H, 2W)``, the conv padded by ``padding``. For a channels-last ``x``
     the conv's output channels are computed in (row, column, channel) order instead of
-    (channel, row, column), so that the shuffle moves whole rows of channels rather than single
-    values: the same numbers, and a third of the shuffle's time on the 360x640 map (65 -> 42 ms
-    in bf16 on 2 threads). The activation, elementwise, runs before the shuffle, fused into the
-    conv (:func:`conv_leaky_relu`).
+    (channel, row, column) (:func:`shuffle_order`), so that the shuffle moves whole rows of
+    channels rather than single values: the same numbers, and a third of the shuffle's time on
+    the 360x640 map (65 -> 42 ms in bf16 on 2 threads). The activation, elementwise, runs before
+    the shuffle, fused into the conv (:func:`conv_leaky_relu`).
 
     ``ring`` (channels-last only): the shuffle writes the result inside a zero border of
     ``ring`` pixels, ``(B, C', 2H + 2 ring, 2W + 2 ring)``, so that the next conv needs no
@@ -55,11 +63,16 @@ def conv_pixel_shuffle(
     :func:`skipvsr.kernels.shuffle_into_` (the same bytes, at 3x the speed of torch's copy)."""
     if not is_channels_last(x):
         return fast_leaky_relu(F.pixel_shuffle(conv(x), 2), slope)
-    c = conv.out_channels // 4
-    order = torch.arange(conv.out_channels, device=x.device).view(c, 4).t().reshape(-1)
-    weight, bias = conv.weight[order], conv.bias[order]  # output channels in (i, j, c) order
-    y = conv_leaky_relu(x, weight, bias, padding, slope)
-    b, _, h, w = y.shape
+    weight, bias = shuffle_order(conv)
+    return shuffled(conv_leaky_relu(x, weight, bias, padding, slope), ring)
+
+
+def shuffled(y: torch.Tensor, ring: int) -> torch.Tensor:
+    """The pixel shuffle by 2 of ``y`` ``(B, 4c, H, W)`` channels-last, its channels in (row,
+    column, channel) order (:func:`shuffle_order`): ``(B, c, 2H + 2 ring, 2W + 2 ring)``
+    channels-last, inside a zero border of ``ring`` pixels."""
+    b, c4, h, w = y.shape
+    c = c4 // 4
     if shuffles(y):
         shape = (b, c, 2 * h, 2 * w)
         if ring:
@@ -75,6 +88,21 @@ def conv_pixel_shuffle(
     inside = out.permute(0, 2, 3, 1)[:, ring:-ring, ring:-ring]  # (B, 2H, 2W, C') view
     inside.unflatten(1, (h, 2)).unflatten(3, (w, 2)).copy_(rows)
     return out
+
+
+HR_BAND_BYTES = 16 << 20
+"""How many bytes of the 4x map (conv_hr's input) one band of the upsampler's last stages
+computes at a time (:meth:`BasicVSR.upsample`): bands this size stay in the CPU's cache from
+the shuffle that writes them to conv_last, where the whole 720x1280 map (118 MB in bf16) went
+out to memory and back twice. AMX Xeon, 2 threads, upconv2 to conv_last at 180x320: 91.7 ms
+whole, 80.3 / 77.2 / 78.1 ms in 4 / 8 / 12 bands (8 are about 16 MB each)."""
+
+
+def band_rows(width: int, channels: int, itemsize: int) -> int:
+    """Rows of the 2x map (upconv2's output) per band of :data:`HR_BAND_BYTES`, for a 2x map
+    ``width`` pixels wide whose shuffle has ``channels`` channels of ``itemsize`` bytes: each
+    such row is two rows of the 4x map."""
+    return max(4, HR_BAND_BYTES // (2 * (2 * width + 4) * channels * itemsize))
 
 
 class ResidualBlock(nn.Module):
@@ -274,31 +302,77 @@ class BasicVSR(nn.Module):
         return backward, forward
 
     def upsample(self, back: torch.Tensor, fwd: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Fuse the two branches' features ``(B, C, H, W)`` and reconstruct ``(B, 3, 4H, 4W)``."""
-        feats = torch.cat([back, fwd], dim=1)
-        out = conv_leaky_relu(feats, self.fusion.weight, self.fusion.bias, 0, 0.1)
-        if not (
+        """Fuse the two branches' features ``(B, C, H, W)`` and reconstruct ``(B, 3, 4H, 4W)``
+        float32 from them and the LR frame ``x`` ``(B, 3, H, W)``.
+
+        The bilinear x4 of ``x`` is computed in float32 and the network's output added into it
+        in place (as float32, whatever the convs computed in): the same numbers as adding the
+        two, in half the time (a 3-channel channels-last bf16 map added into an NCHW float32
+        one, then no copy back to NCHW: 7.0 -> 3.8 ms at 720x1280 on 2 threads)."""
+        with torch.autocast(x.device.type, enabled=False):
+            base = F.interpolate(x.float(), scale_factor=4, mode="bilinear", align_corners=False)
+        banded = (
             torch.is_autocast_enabled("cpu")
             and prepads(torch.bfloat16)
-            and inference_on_channels_last(out)
-        ):
+            and inference_on_channels_last(back)
+        )
+        if banded:  # the bf16 branches are cast straight into the fusion conv's input
+            b, c, h, w = back.shape
+            feats = torch.empty(
+                b, 2 * c, h, w, dtype=torch.bfloat16, memory_format=torch.channels_last
+            )
+            feats[:, :c].copy_(back)
+            feats[:, c:].copy_(fwd)
+        else:
+            feats = torch.cat([back, fwd], dim=1)
+        out = conv_leaky_relu(feats, self.fusion.weight, self.fusion.bias, 0, 0.1)
+        if not banded:
             out = conv_pixel_shuffle(self.upconv1, out, 0.1)
             out = conv_pixel_shuffle(self.upconv2, out, 0.1)
             out = conv_leaky_relu(out, self.conv_hr.weight, self.conv_hr.bias, 1, 0.1)
-            out = self.conv_last(out)
-        else:
-            # oneDNN's bf16 convs run faster on maps padded beforehand than with their own
-            # padding (AMX Xeon, 2 threads: upconv2 33.3 -> 29.7 ms, conv_hr 50.1 -> 37.8), and
-            # the shuffles write their maps inside a zero border at no cost; conv_hr computes a
-            # ring of 1 pixel around the frame (0.5 % more of its MACs at 720x1280), set to 0
-            # as conv_last's padding (see skipvsr.routing.BlockConvs.update)
-            out = conv_pixel_shuffle(self.upconv1, out, 0.1, ring=1)
-            out = conv_pixel_shuffle(self.upconv2, out, 0.1, padding=0, ring=2)
-            out = conv_leaky_relu(out, self.conv_hr.weight, self.conv_hr.bias, 0, 0.1)
-            zero_border(out, 1)
-            out = F.conv2d(out, self.conv_last.weight, self.conv_last.bias)
-        base = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
-        return (out.float() + base.float()).contiguous()
+            return base.add_(self.conv_last(out)).contiguous()
+        # oneDNN's bf16 convs run faster on maps padded beforehand than with their own
+        # padding (AMX Xeon, 2 threads: upconv2 33.3 -> 29.7 ms, conv_hr 50.1 -> 37.8), and the
+        # shuffles write their maps inside a zero border at no cost
+        out = conv_pixel_shuffle(self.upconv1, out, 0.1, ring=1)
+        rows = band_rows(out.shape[3] - 2, self.conv_hr.in_channels, out.element_size())
+        return self.upsample_bands(out, base, rows).contiguous()
+
+    def upsample_bands(self, up: torch.Tensor, base: torch.Tensor, rows: int) -> torch.Tensor:
+        """The upsampler from upconv2 on, in bands of ``rows`` rows of the 2x map, each added
+        into its rows of ``base`` ``(B, 3, 4H, 4W)`` float32 in place; returns ``base``.
+
+        ``up`` ``(B, C, 2H + 2, 2W + 2)`` channels-last bf16 is upconv1's shuffled output inside
+        a 1-pixel zero border. A band of 2x rows ``[a, e)`` computes upconv2 on rows ``[a - 1,
+        e + 1)`` (clipped to the map: the 2-row halo of the two 3x3 convs at 4x), shuffles them
+        inside a 2-pixel zero border, runs conv_hr without padding on the 4x rows that conv_last
+        reads (its outputs past the frame set to 0, conv_last's padding) and conv_last on those:
+        the 4x rows ``[2a, 2e)`` of the whole-frame computation, up to float summation order.
+        Small bands stay in the CPU's cache (:data:`HR_BAND_BYTES`); one band of every row is
+        the whole frame."""
+        height = up.shape[2] - 2
+        weight, bias = shuffle_order(self.upconv2)
+        for a in range(0, height, rows):
+            e = min(a + rows, height)
+            lo, hi = max(a - 1, 0), min(e + 1, height)
+            y = conv_leaky_relu(up[:, :, lo : hi + 2], weight, bias, 0, 0.1)
+            hr_in = shuffled(y, 2)  # the 4x rows [2 lo - 2, 2 hi + 2)
+            top = 2 * (a - lo)  # where the 4x row 2a - 2 is in it
+            hr = conv_leaky_relu(
+                hr_in[:, :, top : top + 2 * (e - a) + 4],
+                self.conv_hr.weight,
+                self.conv_hr.bias,
+                0,
+                0.1,
+            )  # the 4x rows [2a - 1, 2e + 1), columns [-1, 4W + 1)
+            hr[:, :, :, 0] = 0
+            hr[:, :, :, -1] = 0
+            if a == 0:
+                hr[:, :, 0] = 0
+            if e == height:
+                hr[:, :, -1] = 0
+            base[:, :, 2 * a : 2 * e].add_(F.conv2d(hr, self.conv_last.weight, self.conv_last.bias))
+        return base
 
     def forward(
         self,

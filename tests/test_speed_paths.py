@@ -393,9 +393,9 @@ def test_shuffle_writes_inside_a_zero_border(ring):
 
 
 def test_pre_padded_upsampler_equals_the_padded_one(prepadding, monkeypatch):
-    """The bf16 upsampler on zero-bordered maps (the shuffles writing inside the borders,
-    conv_hr computing a ring that is set to 0 as conv_last's padding) gives the padded
-    upsampler's picture within a few bf16 roundings."""
+    """The bf16 upsampler on zero-bordered maps (the shuffles writing inside the borders, in
+    bands from upconv2 on, conv_hr computing a ring that is set to 0 as conv_last's padding)
+    gives the padded upsampler's picture within a few bf16 roundings."""
     from skipvsr import backbone
 
     borders = []
@@ -406,7 +406,6 @@ def test_pre_padded_upsampler_equals_the_padded_one(prepadding, monkeypatch):
         original(x, ring)
 
     monkeypatch.setattr(routing, "zero_border", counted)
-    monkeypatch.setattr(backbone, "zero_border", counted)
     model = tiny_model().channels_last()
     torch.manual_seed(1)
     feats = [torch.randn(1, 8, 7, 10).contiguous(memory_format=torch.channels_last) for _ in "ab"]
@@ -415,7 +414,44 @@ def test_pre_padded_upsampler_equals_the_padded_one(prepadding, monkeypatch):
         got = model.upsample(*feats, lr)
         monkeypatch.setattr(backbone, "prepads", lambda dtype: False)
         want = model.upsample(*feats, lr)
-    assert borders == [1, 2, 1]  # the two shuffles' borders and conv_hr's ring, once
+    assert borders == [1, 2]  # the two shuffles' borders (one band: the whole 14-row 2x map)
     assert got.shape == want.shape == (1, 3, 28, 40) and got.dtype == want.dtype == torch.float32
+    assert got.is_contiguous()
     scale = float(want.abs().max())
     assert (got - want).abs().max() <= 4 * 2**-8 * scale
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_upsampler_bands_equal_the_whole_frame(prepadding, batch):
+    """The upsampler from upconv2 on, in bands of 1, 3 or 5 rows of the 2x map (halos at the
+    first, inner and last bands, a last band shorter than the others) adds the whole frame's
+    picture into ``base``: exactly with one batch element (the same convs on fewer rows), within
+    one bf16 rounding with two (the row bands of a batch are strided views)."""
+    from skipvsr.backbone import conv_pixel_shuffle
+
+    model = tiny_model().channels_last()
+    torch.manual_seed(2)
+    fused = torch.randn(batch, 8, 7, 10).contiguous(memory_format=torch.channels_last)
+    base = torch.rand(batch, 3, 28, 40)
+    with torch.no_grad(), routing.bf16_autocast(fused, True):
+        up = conv_pixel_shuffle(model.upconv1, fused, 0.1, ring=1)
+        assert up.shape == (batch, 8, 16, 22)
+        want = model.upsample_bands(up, base.clone(), 14)
+        for rows in (1, 3, 5):
+            got = model.upsample_bands(up, base.clone(), rows)
+            if batch == 1:
+                assert torch.equal(got, want), rows
+            else:
+                torch.testing.assert_close(got, want, rtol=0, atol=2**-8 * float(want.abs().max()))
+    assert not torch.equal(want, base)
+
+
+def test_band_rows_cover_the_band_bytes():
+    """A band holds about :data:`HR_BAND_BYTES` of conv_hr's input, and at least 4 rows."""
+    from skipvsr.backbone import HR_BAND_BYTES, band_rows
+
+    rows = band_rows(640, 64, 2)  # the 2x map of a 180x320 frame, bf16
+    assert rows == 51
+    assert rows * 2 * (2 * 640 + 4) * 64 * 2 <= HR_BAND_BYTES
+    assert (rows + 1) * 2 * (2 * 640 + 4) * 64 * 2 > HR_BAND_BYTES
+    assert band_rows(100_000, 64, 2) == 4
