@@ -347,31 +347,37 @@ class BasicVSR(nn.Module):
         e + 1)`` (clipped to the map: the 2-row halo of the two 3x3 convs at 4x), shuffles them
         inside a 2-pixel zero border, runs conv_hr without padding on the 4x rows that conv_last
         reads (its outputs past the frame set to 0, conv_last's padding) and conv_last on those:
-        the 4x rows ``[2a, 2e)`` of the whole-frame computation, up to float summation order.
-        Small bands stay in the CPU's cache (:data:`HR_BAND_BYTES`); one band of every row is
-        the whole frame."""
-        height = up.shape[2] - 2
+        the 4x rows ``[2a, 2e)`` of the whole-frame computation. Where ``rows`` spans whole
+        maps, a band is ``rows // 2H`` batch elements (the tubes of the patch protocol), else
+        the rows of one element, so that every band is a contiguous part of ``up``: bit for
+        bit the whole batch's numbers. Small bands stay in the CPU's cache
+        (:data:`HR_BAND_BYTES`)."""
+        batch, height = up.shape[0], up.shape[2] - 2
+        group = max(rows // height, 1)
         weight, bias = shuffle_order(self.upconv2)
-        for a in range(0, height, rows):
-            e = min(a + rows, height)
-            lo, hi = max(a - 1, 0), min(e + 1, height)
-            y = conv_leaky_relu(up[:, :, lo : hi + 2], weight, bias, 0, 0.1)
-            hr_in = shuffled(y, 2)  # the 4x rows [2 lo - 2, 2 hi + 2)
-            top = 2 * (a - lo)  # where the 4x row 2a - 2 is in it
-            hr = conv_leaky_relu(
-                hr_in[:, :, top : top + 2 * (e - a) + 4],
-                self.conv_hr.weight,
-                self.conv_hr.bias,
-                0,
-                0.1,
-            )  # the 4x rows [2a - 1, 2e + 1), columns [-1, 4W + 1)
-            hr[:, :, :, 0] = 0
-            hr[:, :, :, -1] = 0
-            if a == 0:
-                hr[:, :, 0] = 0
-            if e == height:
-                hr[:, :, -1] = 0
-            base[:, :, 2 * a : 2 * e].add_(F.conv2d(hr, self.conv_last.weight, self.conv_last.bias))
+        for b0 in range(0, batch, group):
+            bs = slice(b0, b0 + group)
+            for a in range(0, height, rows):
+                e = min(a + rows, height)
+                lo, hi = max(a - 1, 0), min(e + 1, height)
+                y = conv_leaky_relu(up[bs, :, lo : hi + 2], weight, bias, 0, 0.1)
+                hr_in = shuffled(y, 2)  # the 4x rows [2 lo - 2, 2 hi + 2)
+                top = 2 * (a - lo)  # where the 4x row 2a - 2 is in it
+                hr = conv_leaky_relu(
+                    hr_in[:, :, top : top + 2 * (e - a) + 4],
+                    self.conv_hr.weight,
+                    self.conv_hr.bias,
+                    0,
+                    0.1,
+                )  # the 4x rows [2a - 1, 2e + 1), columns [-1, 4W + 1)
+                hr[:, :, :, 0] = 0
+                hr[:, :, :, -1] = 0
+                if a == 0:
+                    hr[:, :, 0] = 0
+                if e == height:
+                    hr[:, :, -1] = 0
+                rgb = F.conv2d(hr, self.conv_last.weight, self.conv_last.bias)
+                base[bs, :, 2 * a : 2 * e].add_(rgb)
         return base
 
     def forward(
