@@ -72,6 +72,15 @@ Box = tuple[slice | list[int], int, int, int, int]
 and a pixel rectangle, ends exclusive."""
 
 
+def pixel_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(N, C, H, W)`` contiguous channels-last as a ``(N * H * W, C)`` view of its pixels
+    in (n, y, x) order; raises ``ValueError`` for any other layout, where a reshape would copy
+    and writes into it would be lost."""
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        raise ValueError(f"x must be contiguous channels-last, got strides {x.stride()}")
+    return x.permute(0, 2, 3, 1).view(-1, x.shape[1])
+
+
 class WarpPlan:
     """``flow_warp(x, flow)`` (zero padding) for many ``x`` along one flow, set up once.
 
@@ -146,6 +155,27 @@ class WarpPlan:
             x.float(), self.grid, mode="bilinear", padding_mode="zeros", align_corners=True
         )
         return out.to(x.dtype)
+
+    def warp_pixels(self, x: torch.Tensor, out: torch.Tensor, pixels: torch.Tensor) -> None:
+        """Write the warped ``x`` into ``out`` (both ``(N, C, H, W)`` contiguous channels-last)
+        at ``pixels`` only, int64 indices into the ``N * H * W`` pixels in (n, y, x) order:
+        one gather for all of them, where :meth:`warp_boxes` makes one per box (and a routed
+        block's skipped cells make many boxes). Equal there to ``self(x)``."""
+        rows, weights = self.taps()
+        if x.dtype == torch.bfloat16:
+            if self._low_weights is None:
+                self._low_weights = weights.to(torch.bfloat16)
+            weights, table = self._low_weights, x
+        else:
+            table = x.float()
+        c = x.shape[1]
+        warped = F.embedding_bag(
+            rows.view(-1, 4).index_select(0, pixels),
+            table.permute(0, 2, 3, 1).reshape(-1, c),
+            per_sample_weights=weights.view(-1, 4).index_select(0, pixels),
+            mode="sum",
+        )
+        pixel_rows(out).index_copy_(0, pixels, warped.to(x.dtype).to(out.dtype))
 
     def warp_boxes(self, x: torch.Tensor, out: torch.Tensor, boxes: list[Box]) -> None:
         """Write the warped ``x`` into ``out`` (both ``(N, C, H, W)``) on ``boxes`` only: the

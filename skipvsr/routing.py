@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skipvsr import cost, kernels
-from skipvsr.flow import Box, WarpPlan, is_channels_last
+from skipvsr.flow import Box, WarpPlan, is_channels_last, pixel_rows
 from skipvsr.kernels import residual_add_
 
 POLICIES = ("learned", "uniform", "shallow", "deep", "random", "rotate")
@@ -898,14 +898,16 @@ class Router:
                 tau = self._quantile_threshold([score.detach()], float(self._alloc[m]))
             run = score.detach() <= 1.0 - tau
         if score is not None and self.estimator.warps_previous:
-            # the cached input follows the cached update: refreshed only where the block runs
-            prev = self._prev_warped
-            if prev is self.prev[m]:  # not warped (no flow): do not write into the old cache
-                prev = prev.clone()
+            # the cached input follows the cached update: refreshed only where the block runs,
+            # in one selection rather than one copy per box of patches
             fresh = self._score_x  # this block's score input, from _score above
-            for b, y0, y1, x0, x1 in cell_boxes(run, self.score_grid):
-                prev[b, :, y0:y1, x0:x1] = fresh[b, :, y0:y1, x0:x1]
-            self.prev[m] = prev
+            if bool(run.all()):
+                self.prev[m] = fresh
+            elif bool(run.any()):
+                ran = self.score_grid.expand(run, torch.bool)
+                self.prev[m] = torch.where(ran, fresh, self._prev_warped)
+            else:
+                self.prev[m] = self._prev_warped
         self.executed[self.frame, m] = float((run.float() * self.area).sum()) / self.total_area
         self.block_map[:, self.frame] += run.to("cpu", torch.int16)
         return run
@@ -923,9 +925,23 @@ class Router:
             self._warped[m] = True
         return self.updates[m]
 
-    def reuse_into(self, m: int, out: torch.Tensor, boxes: list[Box]) -> None:
+    def reuse_into(
+        self, m: int, out: torch.Tensor, boxes: list[Box], skipped: torch.Tensor
+    ) -> None:
         """Write block ``m``'s reused update into ``out`` ``(B, C, H, W)`` on ``boxes`` only,
-        warping just those pixels (the rest of ``out`` gets fresh updates)."""
+        the boxes of the patches where ``skipped`` ``(B, nH, nW)``, warping just those pixels
+        (the rest of ``out`` gets fresh updates). Contiguous channels-last maps take every
+        skipped pixel in one gather (:meth:`skipvsr.flow.WarpPlan.warp_pixels`): at 0.80 with
+        32x32 cells, a block's skipped boxes took 0.89 ms one by one."""
+        cache, rows = self.updates[m], torch.channels_last
+        if out.is_contiguous(memory_format=rows) and cache.is_contiguous(memory_format=rows):
+            pixels = self.grid.expand(skipped, torch.bool).reshape(-1).nonzero().squeeze(1)
+            if self._warped[m] or self._warp is None:
+                got = pixel_rows(cache).index_select(0, pixels).to(out.dtype)
+                pixel_rows(out).index_copy_(0, pixels, got)
+            else:
+                self._warp.warp_pixels(cache, out, pixels)
+            return
         if self._warped[m] or self._warp is None:
             for b, y0, y1, x0, x1 in boxes:
                 out[b, :, y0:y1, x0:x1] = self.updates[m][b, :, y0:y1, x0:x1]
@@ -984,7 +1000,7 @@ class Router:
                 update = self.reused_update(m)
             elif fraction >= DENSE_FROM:
                 update = dense_update()
-                self.reuse_into(m, update, off)
+                self.reuse_into(m, update, off, ~run)
             else:
                 # Warping only the skipped boxes pays once they are under half the frame;
                 # below that, per-box set-up costs more than warping the running part too.
@@ -992,7 +1008,7 @@ class Router:
                     update = self.reused_update(m)
                 else:
                     update = torch.empty_like(h, dtype=dtype)
-                    self.reuse_into(m, update, off)
+                    self.reuse_into(m, update, off, ~run)
                 # cells and boxes read ``h`` itself: the whole map is never cast
                 convs = BlockConvs.of(block, prec)
                 if not cell_batch_updates(convs, h, run, self.grid, update):

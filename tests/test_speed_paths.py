@@ -186,6 +186,30 @@ def test_warp_plan_on_boxes_writes_only_the_boxes(channels_last):
     assert torch.all(out[~inside] == 7.0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_warp_plan_on_pixels_equals_the_boxes(dtype):
+    """One gather over the skipped cells' pixels writes what one gather per box writes, bit for
+    bit, and nothing else; maps that are not contiguous channels-last are refused (a reshape
+    of them would copy and the writes would be lost)."""
+    from skipvsr.flow import pixel_rows
+
+    h, w = 23, 37
+    cl = torch.channels_last
+    x = torch.randn(3, 4, h, w).to(dtype).contiguous(memory_format=cl)
+    plan = WarpPlan(_flow(3, h, w, 2))
+    grid = PatchGrid(h, w, 8)
+    skipped = _mask(3, grid, 0.5, 3)
+    by_box = torch.full_like(x, 7.0)
+    plan.warp_boxes(x, by_box, cell_boxes(skipped, grid))
+    at_once = torch.full_like(x, 7.0)
+    pixels = grid.expand(skipped, torch.bool).reshape(-1).nonzero().squeeze(1)
+    plan.warp_pixels(x, at_once, pixels)
+    assert torch.equal(at_once, by_box)
+    assert (at_once == 7.0).any() and (at_once != 7.0).any()
+    with pytest.raises(ValueError, match="contiguous channels-last"):
+        pixel_rows(x.contiguous())
+
+
 def test_a_spent_budget_runs_nothing_on_the_remaining_frames():
     """Three frames at 0.43: the forced first frame spends the whole block budget."""
     model = tiny_model()
