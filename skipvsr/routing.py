@@ -19,8 +19,8 @@ paper's tables do:
 
 The estimator (paper Eq. 5-6) sees the inter-frame difference of the block's input features,
 ``D = |h_m^t - h_m^(t-1)|`` in propagation order, averaged over each patch (GAP), through one
-linear layer and a sigmoid. By default it reads every second row and column of the map
-(``Route.estimator_stride``). The first frame of each branch has no predecessor and runs fully.
+linear layer and a sigmoid. By default it reads every fourth row and column of the map
+(``Route.score_stride``). The first frame of each branch has no predecessor and runs fully.
 
 Execution
 ---------
@@ -54,6 +54,20 @@ HALO = 2  # two 3x3 convs per residual block
 FRAME_CELL = 1 << 16
 """A ``Route.cell`` no frame reaches: every frame is one routing patch, so each block runs on
 the whole frame or not at all (no boxes, no halos) and the estimator pools the whole map."""
+
+
+ESTIMATOR_STRIDE = 4
+"""The estimator's stride unless a route sets one (:attr:`Route.score_stride`): every fourth row
+and column, a sixteenth of the map, so that its passes over the map (the strided cast, the warp
+of its cached input, the difference) move a sixteenth of the bytes. The shipped models were
+trained at stride 1. Vid4 BI in fp32 (2 threads), stride 1 / 2 / 4: ``skipvsr-vimeo-bi`` at
+0.80 26.9876 / 26.9929 / 26.9887 dB; ``skipvsr-vimeo-bi-ft`` at 0.63 26.5508 / 26.5732 /
+26.5694 and at 0.43 25.5705 / 25.6127 / 25.6036: 0.004-0.009 dB under stride 2, above the
+paper's stride 1 at all three; in ``mixed``, ``skipvsr-vimeo-bi`` at 0.80 / 0.63 / 0.43 gave
+26.9999 / 26.3390 / 24.7194 at stride 4 and 26.9862 / 26.3353 / 24.7186 at 2. Time (AMX Xeon,
+2 threads, ``mixed``, 6 real 180x320 frames, flows precomputed, paired with the unrouted
+network): learned routing with 32x32 cells took 1.183 / 1.127 / 0.861 of the full time at
+stride 4 against 1.253 / 1.174 / 0.960 at stride 2."""
 
 
 @dataclass(frozen=True)
@@ -98,11 +112,9 @@ class Route:
             :func:`split_backward_budget` reads it.
         estimator_stride: the estimator reads its input on every ``estimator_stride``-th row
             and column only, and keeps its cached input (and warps it) at that resolution; 1
-            is the paper's estimator. ``cell`` must be a multiple of it. The default 2 reads a
-            quarter of the map, so each patch's mean difference comes from a quarter of its
-            pixels: with ``skipvsr-vimeo-bi-ft`` (trained at 1) Vid4 BI gained 0.02 / 0.04 dB
-            at 0.63 / 0.43 (every clip higher) and the routed network took 0.81 / 0.61 of the
-            full time instead of 0.87 / 0.66 (2 threads, ``mixed``).
+            is the paper's estimator. ``cell`` must be a multiple of it. ``None`` (default):
+            :data:`ESTIMATOR_STRIDE`, or the largest divisor of it that divides ``cell``
+            (:attr:`score_stride`).
     """
 
     policy: str = "learned"
@@ -116,7 +128,7 @@ class Route:
     skip: str = "reuse"
     refresh: int = 0
     backward_budget: float | None = None
-    estimator_stride: int = 2
+    estimator_stride: int | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -131,7 +143,8 @@ class Route:
             raise ValueError(f"budget must be in (0, 1], got {self.budget}")
         if self.cell < 4:
             raise ValueError(f"cell must be >= 4 LR pixels, got {self.cell}")
-        if self.estimator_stride < 1 or self.cell % self.estimator_stride:
+        stride = self.estimator_stride
+        if stride is not None and (stride < 1 or self.cell % stride):
             raise ValueError(
                 f"estimator_stride must be >= 1 and divide cell ({self.cell}), "
                 f"got {self.estimator_stride}"
@@ -158,6 +171,15 @@ class Route:
         ``fields`` are the other fields (``policy``, ``cell``, ``seed``, ``execution``)."""
         blocks = cost.block_fraction_for_budget(budget, net or cost.NetworkShape())
         return cls(budget=budget, block_budget=blocks, **fields)
+
+    @property
+    def score_stride(self) -> int:
+        """Every how many rows and columns the estimator reads: ``estimator_stride``, else the
+        largest divisor of :data:`ESTIMATOR_STRIDE` that divides ``cell`` (4 for the default
+        32x32 cells and whole frames, 2 for 6-pixel cells)."""
+        if self.estimator_stride is not None:
+            return self.estimator_stride
+        return math.gcd(ESTIMATOR_STRIDE, self.cell)
 
     @property
     def keep_fraction(self) -> float | None:
@@ -626,7 +648,7 @@ class Router:
         self.num_blocks = num_blocks
         self.estimator = estimator
         self.device = device
-        self.score_grid = grid.strided(route.estimator_stride)
+        self.score_grid = grid.strided(route.score_stride)
         self.area = grid.area(device)
         self.total_area = float(self.area.sum()) * batch
         self.executed = torch.zeros(num_frames, num_blocks)
@@ -677,7 +699,7 @@ class Router:
         self.flow = flow
         self._warp = None if flow is None else (plan or WarpPlan(flow))
         self._score_warp = self._warp
-        stride = self.route.estimator_stride
+        stride = self.route.score_stride
         if flow is not None and stride > 1:  # source p + f(p) of pixel p = stride * q, over stride
             self._score_warp = WarpPlan(flow[:, :, ::stride, ::stride] * (1.0 / stride))
         self._warped = [False] * self.num_blocks
@@ -820,8 +842,8 @@ class Router:
     def cached_form(self, m: int, h: torch.Tensor) -> torch.Tensor:
         """``h`` ``(B, C, H, W)`` in block ``m``'s :meth:`cache_dtype` (``h`` itself when that is
         its dtype), cast once per block and only where a block computes densely: the convs and,
-        at ``estimator_stride`` 1, the estimator and its input cache share it (boxes cast their
-        own pixels, and a strided estimator its subsample)."""
+        at estimator stride 1 (:attr:`Route.score_stride`), the estimator and its input cache
+        share it (boxes cast their own pixels, and a strided estimator its subsample)."""
         dtype = self.cache_dtype(m)
         if h.dtype == dtype:
             return h
@@ -831,9 +853,9 @@ class Router:
 
     def score_input(self, m: int, h: torch.Tensor) -> torch.Tensor:
         """What block ``m``'s estimator reads of ``h`` ``(B, C, H, W)``: its :meth:`cached_form`,
-        detached, on every ``route.estimator_stride``-th row and column: above stride 1, a
+        detached, on every :attr:`Route.score_stride`-th row and column: above stride 1, a
         compact copy ``(B, C, ceil(H / s), ceil(W / s))`` in :meth:`memory_format`."""
-        s = self.route.estimator_stride
+        s = self.route.score_stride
         if s == 1:
             return self.cached_form(m, h).detach()
         # subsample, then cast: the cast then touches a quarter of the map (stride 2), and a
@@ -973,7 +995,7 @@ class Router:
 
         def dense_update() -> torch.Tensor:
             # conv1 rounds to its dtype anyway; the estimator shares that cast at stride 1 only
-            shared = not mask_mode and self.route.estimator_stride == 1
+            shared = not mask_mode and self.route.score_stride == 1
             x = self.cached_form(m, h) if shared else h
             ready = self._ready[1] if self._ready is not None and self._ready[0] is x else None
             return BlockConvs.of(block, prec).update(x, ready).to(dtype)
@@ -1035,7 +1057,7 @@ class Router:
         nxt = m + 1
         if nxt >= self.num_blocks or not self._runs_everywhere[nxt]:
             return 0
-        if self.route.estimator_stride == 1 and self.route.policy == "learned":
+        if self.route.score_stride == 1 and self.route.policy == "learned":
             return 0  # the estimator shares the dense block's own cast (cached_form)
         return input_ring(*BlockConvs.dtypes(block_precision(self.precision, nxt)), h)
 

@@ -79,7 +79,9 @@ def test_make_settings_sweep():
     paper = make_settings(["learned"], None, [0.63], estimator_stride=1)[0]
     assert paper.route.estimator_stride == 1
     assert paper.label == "learned b=0.63 estimator-stride=1"
-    assert make_settings(["learned"], None, [0.63])[0].route.estimator_stride == 2
+    default = make_settings(["learned"], None, [0.63])[0]
+    assert default.route.estimator_stride is None and default.route.score_stride == 4
+    assert default.label == "learned b=0.63"
 
 
 def test_to_uint8_rounds():

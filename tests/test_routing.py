@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -150,13 +153,26 @@ def test_random_policy_is_seeded():
         ({"policy": "shallow"}, "needs keep or budget"),
         ({"policy": "shallow", "keep": 1.5}, "keep must be in"),
         ({"cell": 2}, "cell must be"),
-        ({"cell": 33}, "estimator_stride must be >= 1 and divide cell"),
+        ({"cell": 33, "estimator_stride": 2}, "estimator_stride must be >= 1 and divide cell"),
         ({"estimator_stride": 0}, "estimator_stride must be"),
     ],
 )
 def test_route_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Route(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "cell,stride,want",
+    [(32, None, 4), (FRAME_CELL, None, 4), (6, None, 2), (33, None, 1), (32, 2, 2), (33, 1, 1)],
+)
+def test_default_estimator_stride_is_the_largest_that_divides_the_cell(cell, stride, want):
+    """With no ``estimator_stride`` the estimator reads every fourth pixel, or every second or
+    every pixel where the cell is not a multiple of 4 (any ``--cell`` or ``--patch`` works);
+    one set explicitly is used as it is."""
+    route = Route(cell=cell, estimator_stride=stride)
+    assert route.score_stride == want
+    assert replace(route, cell=cell * 3).score_stride == (want if stride else math.gcd(4, 3 * cell))
 
 
 def test_patch_grid_pool_averages_valid_pixels_only():

@@ -65,7 +65,7 @@ class Setting:
         extra = (" identity" if r.skip == "identity" else "") + (
             f" refresh={r.refresh}" if r.refresh else ""
         )
-        if r.estimator_stride != Route.estimator_stride:
+        if r.estimator_stride is not None:
             extra += f" estimator-stride={r.estimator_stride}"
         return f"{r.policy} {knob}{extra}"
 
@@ -98,7 +98,7 @@ def make_settings(
     seed: int = 0,
     skip: str = "reuse",
     refresh: int = 0,
-    estimator_stride: int = Route.estimator_stride,
+    estimator_stride: int | None = None,
 ) -> list[Setting]:
     """The sweep: ``learned`` takes every threshold (default ``[0]``) and every budget; frozen
     policies take every budget (and need at least one). A budget of 1 is the ``full`` setting.
@@ -255,10 +255,15 @@ def summarise_setting(s: Setting, recs: dict[str, dict]) -> dict:
 NOT_KEYED = ("threads", "device", "data_root")
 
 
-def _record_key(config: dict, label: str, clip: str) -> str:
-    """Cache key of one (setting, clip) run: what changes the output, not how fast it ran."""
+def _record_key(config: dict, setting: Setting, clip: str) -> str:
+    """Cache key of one (setting, clip) run: what changes the output, not how fast it ran. A
+    learned route's resolved estimator stride is part of it, so that records made under
+    another default stride are not reused."""
     keyed = {k: v for k, v in config.items() if k not in NOT_KEYED}
-    return json.dumps({**keyed, "setting": label, "clip": clip}, sort_keys=True)
+    keyed.update(setting=setting.label, clip=clip)
+    if setting.routes and setting.route.policy == "learned":
+        keyed["score_stride"] = setting.route.score_stride
+    return json.dumps(keyed, sort_keys=True)
 
 
 def load_cache(path: Path) -> dict[str, dict]:
@@ -316,7 +321,7 @@ def evaluate(
         if clip.hr is None:
             raise ValueError(f"clip {clip.name!r} has no ground truth frames")
         for s in settings:
-            key = _record_key(config, s.label, clip.name)
+            key = _record_key(config, s, clip.name)
             rec = cache.get(key)
             if rec is None:
                 bar.set_postfix_str(f"{s.label} / {clip.name}")
