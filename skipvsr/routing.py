@@ -930,7 +930,7 @@ class Router:
                 self.prev[m] = torch.where(ran, fresh, self._prev_warped)
             else:
                 self.prev[m] = self._prev_warped
-        self.executed[self.frame, m] = float((run.float() * self.area).sum()) / self.total_area
+        self.executed[self.frame, m] = self.run_fraction(run)
         self.block_map[:, self.frame] += run.to("cpu", torch.int16)
         return run
 
@@ -947,14 +947,12 @@ class Router:
             self._warped[m] = True
         return self.updates[m]
 
-    def reuse_into(
-        self, m: int, out: torch.Tensor, boxes: list[Box], skipped: torch.Tensor
-    ) -> None:
-        """Write block ``m``'s reused update into ``out`` ``(B, C, H, W)`` on ``boxes`` only,
-        the boxes of the patches where ``skipped`` ``(B, nH, nW)``, warping just those pixels
-        (the rest of ``out`` gets fresh updates). Contiguous channels-last maps take every
-        skipped pixel in one gather (:meth:`skipvsr.flow.WarpPlan.warp_pixels`): at 0.80 with
-        32x32 cells, a block's skipped boxes took 0.89 ms one by one."""
+    def reuse_into(self, m: int, out: torch.Tensor, skipped: torch.Tensor) -> None:
+        """Write block ``m``'s reused update into ``out`` ``(B, C, H, W)`` on the patches where
+        ``skipped`` ``(B, nH, nW)`` only, warping just those pixels (the rest of ``out`` gets
+        fresh updates). Contiguous channels-last maps take every skipped pixel in one gather
+        (:meth:`skipvsr.flow.WarpPlan.warp_pixels`; at 0.80 with 32x32 cells a block's skipped
+        boxes took 0.89 ms one by one), other maps go box by box (:func:`cell_boxes`)."""
         cache, rows = self.updates[m], torch.channels_last
         if out.is_contiguous(memory_format=rows) and cache.is_contiguous(memory_format=rows):
             pixels = self.grid.expand(skipped, torch.bool).reshape(-1).nonzero().squeeze(1)
@@ -964,11 +962,17 @@ class Router:
             else:
                 self._warp.warp_pixels(cache, out, pixels)
             return
+        boxes = cell_boxes(skipped, self.grid)
         if self._warped[m] or self._warp is None:
             for b, y0, y1, x0, x1 in boxes:
-                out[b, :, y0:y1, x0:x1] = self.updates[m][b, :, y0:y1, x0:x1]
+                out[b, :, y0:y1, x0:x1] = cache[b, :, y0:y1, x0:x1]
         else:
-            self._warp.warp_boxes(self.updates[m], out, boxes)
+            self._warp.warp_boxes(cache, out, boxes)
+
+    def run_fraction(self, run: torch.Tensor) -> float:
+        """The fraction in [0, 1] of the frame's pixels in the patches where ``run``
+        ``(B, nH, nW)``: exact, the patches' pixel counts summed over the pixels of the batch."""
+        return float((run.float() * self.area).sum()) / self.total_area
 
     def _holds(self, h: torch.Tensor) -> bool:
         """Whether a cache of this router shares ``h``'s memory (at estimator stride 1 an fp32
@@ -1015,14 +1019,15 @@ class Router:
                 if not everywhere:
                     update = reused + self.grid.expand(run, h.dtype) * (fresh - reused)
         else:
-            on, off, fraction = split_boxes(run, self.grid)
+            # the boxes are only built where a fallback needs them (Python loops, ~35 us each)
+            fraction = self.run_fraction(run)
             if fraction == 1.0:
                 update = dense_update()
             elif fraction == 0.0:
                 update = self.reused_update(m)
             elif fraction >= DENSE_FROM:
                 update = dense_update()
-                self.reuse_into(m, update, off, ~run)
+                self.reuse_into(m, update, ~run)
             else:
                 # Warping only the skipped boxes pays once they are under half the frame;
                 # below that, per-box set-up costs more than warping the running part too.
@@ -1030,11 +1035,11 @@ class Router:
                     update = self.reused_update(m)
                 else:
                     update = torch.empty_like(h, dtype=dtype)
-                    self.reuse_into(m, update, off, ~run)
+                    self.reuse_into(m, update, ~run)
                 # cells and boxes read ``h`` itself: the whole map is never cast
                 convs = BlockConvs.of(block, prec)
                 if not cell_batch_updates(convs, h, run, self.grid, update):
-                    box_updates(block, h, on, update, precision=prec)
+                    box_updates(block, h, cell_boxes(run, self.grid), update, precision=prec)
         self.updates[m] = update
         self._warped[m] = True
         self._ready = None
