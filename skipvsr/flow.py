@@ -127,9 +127,10 @@ class WarpPlan:
             self._taps = (torch.stack(rows, -1), torch.stack(weights, -1))
         return self._taps
 
-    def _gather(self, x: torch.Tensor, b, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
-        """Warped ``x`` on one box as ``(n, y1-y0, x1-x0, C)`` rows (channels-last path), in
-        ``x``'s dtype: bfloat16 maps are gathered in bfloat16, anything else in float32."""
+    def _rows_of(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`taps` and the table of ``x`` ``(N, C, H, W)`` channels-last that they index,
+        ``(N*H*W, C)``: bfloat16 maps are gathered in bfloat16 (with bf16 weights), anything else
+        in float32."""
         rows, weights = self.taps()
         if x.dtype == torch.bfloat16:
             if self._low_weights is None:
@@ -137,10 +138,16 @@ class WarpPlan:
             weights, table = self._low_weights, x
         else:
             table = x.float()
+        return rows, weights, table.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+    def _gather(self, x: torch.Tensor, b, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        """Warped ``x`` on one box as ``(n, y1-y0, x1-x0, C)`` rows (channels-last path), in
+        ``x``'s dtype (:meth:`_rows_of`)."""
+        rows, weights, table = self._rows_of(x)
         idx = rows[b, y0:y1, x0:x1]
         out = F.embedding_bag(
             idx.reshape(-1, 4),
-            table.permute(0, 2, 3, 1).reshape(-1, x.shape[1]),
+            table,
             per_sample_weights=weights[b, y0:y1, x0:x1].reshape(-1, 4),
             mode="sum",
         )
@@ -161,17 +168,10 @@ class WarpPlan:
         at ``pixels`` only, int64 indices into the ``N * H * W`` pixels in (n, y, x) order:
         one gather for all of them, where :meth:`warp_boxes` makes one per box (and a routed
         block's skipped cells make many boxes). Equal there to ``self(x)``."""
-        rows, weights = self.taps()
-        if x.dtype == torch.bfloat16:
-            if self._low_weights is None:
-                self._low_weights = weights.to(torch.bfloat16)
-            weights, table = self._low_weights, x
-        else:
-            table = x.float()
-        c = x.shape[1]
+        rows, weights, table = self._rows_of(x)
         warped = F.embedding_bag(
             rows.view(-1, 4).index_select(0, pixels),
-            table.permute(0, 2, 3, 1).reshape(-1, c),
+            table,
             per_sample_weights=weights.view(-1, 4).index_select(0, pixels),
             mode="sum",
         )
