@@ -319,7 +319,13 @@ class BasicVSR(nn.Module):
         if banded:  # the bf16 branches are cast straight into the fusion conv's input
             b, c, h, w = back.shape
             feats = torch.empty(
-                b, 2 * c, h, w, dtype=torch.bfloat16, memory_format=torch.channels_last
+                b,
+                2 * c,
+                h,
+                w,
+                dtype=torch.bfloat16,
+                device=back.device,
+                memory_format=torch.channels_last,
             )
             feats[:, :c].copy_(back)
             feats[:, c:].copy_(fwd)
