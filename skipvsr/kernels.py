@@ -157,16 +157,10 @@ def shuffle_into_(conv: torch.Tensor, out: torch.Tensor, ring: int) -> None:
 
 def batches_cells(h: torch.Tensor, out: torch.Tensor) -> bool:
     """Whether a routed block can run its cells as one batch (:func:`gather_cells`,
-    :func:`scatter_cells_`) from ``h`` into ``out``: float32 ``h`` and a bf16 or float32 ``out``,
-    both channels-last CPU maps at inference, and the kernels built."""
-    return (
-        h.dtype == torch.float32
-        and out.dtype in (torch.float32, torch.bfloat16)
-        and _rows(h)
-        and _rows(out)
-        and _inference_on_cpu(h, out)
-        and extension() is not None
-    )
+    :func:`scatter_cells_`) from ``h`` into its update map ``out``: the maps the fused add takes
+    (:func:`fuses`: float32 ``h``, a bf16 or float32 ``out`` of its shape, both channels-last
+    CPU maps at inference, and the kernels built)."""
+    return fuses(h, out)
 
 
 def gather_cells(
