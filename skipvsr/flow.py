@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skipvsr import kernels
+
 SPYNET_LEVELS = 6
 """Pyramid levels of SpyNet; inputs are resized to a multiple of 2**(levels-1) = 32."""
 
@@ -153,9 +155,20 @@ class WarpPlan:
         )
         return out.view(*idx.shape[:-1], x.shape[1]).to(x.dtype)
 
+    def _kernel_taps(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`taps` as ``(N*H*W, 4)`` rows and bf16 weights, for :func:`kernels.warp_rows_`."""
+        rows, weights = self.taps()
+        if self._low_weights is None:
+            self._low_weights = weights.to(torch.bfloat16)
+        return rows.view(-1, 4), self._low_weights.view(-1, 4)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Warped ``x`` ``(N, C, H, W)``, same dtype and memory format."""
         n, h, w = self.shape
+        if kernels.warps(x):
+            out = torch.empty_like(x, memory_format=torch.channels_last)
+            kernels.warp_rows_(x, *self._kernel_taps(), out)
+            return out
         if is_channels_last(x):
             return self._gather(x, slice(None), 0, h, 0, w).permute(0, 3, 1, 2)
         out = F.grid_sample(
@@ -168,6 +181,9 @@ class WarpPlan:
         at ``pixels`` only, int64 indices into the ``N * H * W`` pixels in (n, y, x) order:
         one gather for all of them, where :meth:`warp_boxes` makes one per box (and a routed
         block's skipped cells make many boxes). Equal there to ``self(x)``."""
+        if kernels.warps(x) and out.dtype == torch.bfloat16 and kernels.warps(out):
+            kernels.warp_rows_(x, *self._kernel_taps(), out, pixels)
+            return
         rows, weights, table = self._rows_of(x)
         warped = F.embedding_bag(
             rows.view(-1, 4).index_select(0, pixels),
@@ -176,6 +192,27 @@ class WarpPlan:
             mode="sum",
         )
         pixel_rows(out).index_copy_(0, pixels, warped.to(x.dtype).to(out.dtype))
+
+    def warp_add_(
+        self, x: torch.Tensor, h: torch.Tensor, cast_into: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Warped ``x`` ``(N, C, H, W)`` (as ``self(x)``), added into ``h`` in place
+        (:func:`skipvsr.kernels.residual_add_`, which also casts ``h`` into ``cast_into`` where
+        given): in one pass where :func:`skipvsr.kernels.warps` takes ``x`` and ``h`` is a
+        contiguous channels-last float32 map, else the warp and then the add."""
+        fused = (
+            kernels.warps(x)
+            and h.dtype == torch.float32
+            and h.shape == x.shape
+            and h.is_contiguous(memory_format=torch.channels_last)
+        )
+        if not fused:
+            warped = self(x)
+            kernels.residual_add_(h, warped, cast_into)
+            return warped
+        out = torch.empty_like(x, memory_format=torch.channels_last)
+        kernels.warp_rows_(x, *self._kernel_taps(), out, None, h, cast_into)
+        return out
 
     def warp_boxes(self, x: torch.Tensor, out: torch.Tensor, boxes: list[Box]) -> None:
         """Write the warped ``x`` into ``out`` (both ``(N, C, H, W)``) on ``boxes`` only: the

@@ -12,6 +12,10 @@ several (AMX Xeon, 2 threads, 64 channels at 180x320 unless said):
   zero border, copying whole pixel rows. Bit for bit (a copy).
 * :func:`gather_cells`, :func:`zero_outside_`, :func:`scatter_cells_`: a routed block's running
   cells as one batch through its two convs, rather than one conv pair per box of cells.
+* :func:`warp_rows_`: a bf16 map warped along a flow by its bilinear taps
+  (:class:`skipvsr.flow.WarpPlan`), optionally added into the float32 stream (and cast into
+  the next block's input) in the same pass: a block skipped everywhere reuses its update in
+  one pass instead of embedding_bag's warp and the add. Bit for bit the torch ops' numbers.
 
 They are compiled with torch's C++ extension builder the first time they are needed (about
 30 s; ``make install`` does it) into ``cache_dir() / "kernels"``, for x86-64 CPUs with AVX2.
@@ -189,6 +193,41 @@ def scatter_cells_(updates: torch.Tensor, cells: torch.Tensor, out: torch.Tensor
     """Write the cell batch ``updates`` ``(N, C, S, S)`` into ``out`` ``(B, C, H, W)`` (one dtype,
     channels-last) at the cells' pixels inside the frame."""
     extension().scatter_cells_(updates.contiguous(memory_format=torch.channels_last), cells, out)
+
+
+def warps(x: torch.Tensor) -> bool:
+    """Whether :func:`warp_rows_` takes ``x``: a contiguous channels-last bf16 CPU map at
+    inference with 64 channels or a multiple of 16 up to 256, and the kernels built."""
+    return (
+        x.dtype == torch.bfloat16
+        and x.dim() == 4
+        and (x.shape[1] == 64 or (x.shape[1] % 16 == 0 and x.shape[1] <= 256))
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and _inference_on_cpu(x)
+        and extension() is not None
+    )
+
+
+def warp_rows_(
+    x: torch.Tensor,
+    rows: torch.Tensor,
+    weights: torch.Tensor,
+    out: torch.Tensor,
+    pixels: torch.Tensor | None = None,
+    h: torch.Tensor | None = None,
+    cast_into: torch.Tensor | None = None,
+) -> None:
+    """``out`` = ``x`` warped by its bilinear taps, at ``pixels`` only where given; and where
+    ``h`` is given, ``h += out`` there, then ``cast_into`` = ``h`` rounded to bf16.
+
+    ``x`` and ``out`` ``(B, C, H, W)`` bf16 contiguous channels-last (:func:`warps`); ``rows``
+    ``(B*H*W, 4)`` int64 source pixels and ``weights`` ``(B*H*W, 4)`` bf16 bilinear weights
+    (:meth:`skipvsr.flow.WarpPlan.taps`); ``pixels`` ``(n,)`` int64 indices into the ``B*H*W``
+    pixels; ``h`` ``(B, C, H, W)`` float32 contiguous channels-last; ``cast_into`` bf16 of that
+    shape, pixel rows of ``C`` contiguous values (the inside of a zero-bordered map). The
+    taps are summed in float32 in their order and rounded half away from zero, as
+    embedding_bag rounds; the add and the cast are :func:`residual_add_`'s."""
+    extension().warp_rows_(x, rows, weights, out, pixels, h, cast_into)
 
 
 def main() -> int:

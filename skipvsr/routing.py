@@ -1024,6 +1024,13 @@ class Router:
             if fraction == 1.0:
                 update = dense_update()
             elif fraction == 0.0:
+                if (
+                    inplace
+                    and self._warp is not None
+                    and not self._warped[m]
+                    and not self._holds(h)
+                ):
+                    return self._reuse_add_(m, h)
                 update = self.reused_update(m)
             elif fraction >= DENSE_FROM:
                 update = dense_update()
@@ -1051,6 +1058,20 @@ class Router:
             self._ready = (h, add_casting_(h, update, ring))
             return h
         return h + update
+
+    def _reuse_add_(self, m: int, h: torch.Tensor) -> torch.Tensor:
+        """Block ``m`` skipped everywhere, ``h`` free to overwrite: its cached update warped onto
+        this frame and added into ``h`` in one pass (:meth:`WarpPlan.warp_add_`), also casting
+        ``h`` into the next block's input where :meth:`_next_ring` asks. The numbers of
+        :meth:`reused_update` and the add in :meth:`apply`, bit for bit."""
+        ring = self._next_ring(m, h)
+        ready = empty_bordered(tuple(h.shape), ring, torch.bfloat16, h.device) if ring else None
+        inside = ready[:, :, ring:-ring, ring:-ring] if ring else None
+        self.updates[m] = self._warp.warp_add_(self.updates[m], h, inside)
+        self._warped[m] = True
+        self._rounded = None  # its cast of h would be stale
+        self._ready = (h, ready) if ring else None
+        return h
 
     def _next_ring(self, m: int, h: torch.Tensor) -> int:
         """The zero border of the bf16 input that block ``m + 1`` reads densely

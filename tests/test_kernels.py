@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from skipvsr import kernels, routing
+from skipvsr.flow import WarpPlan
 from skipvsr.routing import Route
 from tests.conftest import moving_clip, tiny_model
 
@@ -188,3 +189,97 @@ def test_a_failed_build_falls_back_to_the_torch_ops(monkeypatch, tmp_path, caplo
         assert torch.equal(kernels.residual_add_(h, u), want)
     finally:
         kernels.extension.cache_clear()
+
+
+def _warp_case(shape, seed=0):
+    """A bf16 channels-last map and a flow whose taps reach past the frame on every side."""
+    g = torch.Generator().manual_seed(seed)
+    b, _, h, w = shape
+    x = (torch.randn(shape, generator=g) * 2).to(torch.bfloat16).contiguous(memory_format=CL)
+    flow = torch.randn(b, 2, h, w, generator=g) * 3
+    return x, WarpPlan(flow)
+
+
+def _torch_warp(monkeypatch):
+    """WarpPlan's torch path (embedding_bag) from here on."""
+    monkeypatch.setattr(kernels, "warps", lambda x: False)
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 9, 13), (2, 16, 5, 7), (1, 48, 4, 6), (2, 256, 3, 5)])
+def test_warp_kernel_is_the_embedding_bag_warp_bit_for_bit(fused, shape, monkeypatch):
+    x, plan = _warp_case(shape)
+    assert kernels.warps(x)
+    got = plan(x)
+    assert got.is_contiguous(memory_format=CL)
+    _torch_warp(monkeypatch)
+    want = plan(x)
+    # embedding_bag rounds its float32 sums half away from zero: ties (1 in ~1000 values)
+    # test that the kernel does too
+    assert torch.equal(got, want)
+
+
+def test_warp_kernel_writes_only_the_given_pixels(fused, monkeypatch):
+    x, plan = _warp_case((2, 64, 6, 10), seed=1)
+    pixels = torch.tensor([0, 7, 8, 9, 59, 60, 119])
+    got = torch.zeros_like(x)
+    plan.warp_pixels(x, got, pixels)
+    _torch_warp(monkeypatch)
+    want = torch.zeros_like(x)
+    plan.warp_pixels(x, want, pixels)
+    assert torch.equal(got, want)
+    rows = got.permute(0, 2, 3, 1).reshape(-1, 64)
+    assert rows[pixels].abs().sum() > 0 and rows[1:7].abs().sum() == 0
+
+
+@pytest.mark.parametrize("ring", [0, 2])
+def test_warp_add_is_the_warp_then_the_fused_add(fused, ring, monkeypatch):
+    x, plan = _warp_case((2, 64, 7, 9), seed=2)
+    h = torch.randn(2, 64, 7, 9).contiguous(memory_format=CL)
+    h_torch = h.clone()
+
+    def bordered():
+        return routing.empty_bordered(tuple(h.shape), ring, torch.bfloat16, h.device)
+
+    got_in = bordered() if ring else None
+    inside = got_in[:, :, ring:-ring, ring:-ring] if ring else None
+    got = plan.warp_add_(x, h, inside)
+    _torch_warp(monkeypatch)
+    want = plan(x)
+    want_in = bordered() if ring else None
+    kernels.residual_add_(h_torch, want, want_in[:, :, ring:-ring, ring:-ring] if ring else None)
+    assert torch.equal(got, want) and torch.equal(h, h_torch)
+    if ring:
+        assert torch.equal(got_in, want_in)
+
+
+def test_warp_kernel_refuses_what_it_does_not_take(fused):
+    x, _ = _warp_case((1, 64, 4, 4))
+    assert not kernels.warps(x.float())  # float32 maps keep embedding_bag's float32 path
+    assert not kernels.warps(x.contiguous())  # NCHW
+    assert not kernels.warps(x[:, :24].contiguous(memory_format=CL))  # 24 channels
+    assert not kernels.warps(x.float().requires_grad_().bfloat16())  # autograd
+
+
+@pytest.mark.parametrize(
+    "route",
+    [Route(threshold=0.5, cell=8), Route(policy="rotate", keep=0.4, cell=8)],
+    ids=["learned", "rotate"],
+)
+def test_routed_network_is_the_same_with_the_warp_kernel(fused, route, monkeypatch):
+    """Skipped blocks reuse their updates through the warp kernel (in one pass with the add
+    where a block skips everywhere): the picture is bit for bit embedding_bag's."""
+    model = tiny_model(num_feat=16).channels_last()
+    lr = moving_clip(5, 16, 20)[None]
+    calls = []
+    original = kernels.warp_rows_
+
+    def counted(x, rows, weights, out, pixels=None, h=None, cast_into=None):
+        calls.append(h is not None)  # added into the stream
+        return original(x, rows, weights, out, pixels, h, cast_into)
+
+    monkeypatch.setattr(kernels, "warp_rows_", counted)
+    with torch.no_grad():
+        got = model(lr, route=route, precision="mixed").sr
+        _torch_warp(monkeypatch)
+        want = model(lr, route=route, precision="mixed").sr
+    assert calls and any(calls) and torch.equal(got, want)

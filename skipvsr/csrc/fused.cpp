@@ -10,6 +10,8 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -224,6 +226,117 @@ void scatter_cells_(const torch::Tensor& upd, const torch::Tensor& cells, torch:
   });
 }
 
+
+// warp_rows_: the bilinear warp of a bf16 channels-last map along a flow, as WarpPlan's
+// embedding_bag gathers it: out[p] = bf16(w0 x[r0] + w1 x[r1] + w2 x[r2] + w3 x[r3]), the four
+// taps of pixel p summed in float32 in that order (each product of two bf16 values is exact
+// in float32) and rounded half away from zero, as fbgemm's embedding_bag rounds its bf16 output.
+// Optionally, in the same pass, the float32 stream h[p] += float(out[p]) (the add of a skipped
+// block's reused update) and cast_into[p] = bf16(h[p]) rounded half to even (torch's cast, as
+// in residual_add_). A block skipped everywhere then reads its cached update once and writes
+// the warped update and the stream once, where embedding_bag and the add took two passes.
+// pixels: the pixels to warp (all where undefined). The next pixel's source rows are
+// prefetched: they are scattered along the flow.
+inline __m256 bf16x8_to_float(const uint16_t* s) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s))), 16));
+}
+
+struct WarpArgs {
+  const uint16_t* table;
+  const int64_t* rows;
+  const uint16_t* weights;
+  const int64_t* pixels;  // nullptr: every pixel
+  uint16_t* out;
+  float* h;
+  uint16_t* cast;
+  int64_t H, W, cast_s0, cast_s2, cast_s3;  // cast_into's strides (batch, row, column)
+};
+
+template <int V>  // V = C / 8 vectors of 8 channels, known at compile time; 0: read from C
+void warp_pixels(const WarpArgs& a, int64_t begin, int64_t end, int64_t C) {
+  const int v = V > 0 ? V : int(C / 8);
+  __m256 acc[V > 0 ? V : 32];
+  const __m256i away = _mm256_set1_epi32(0x8000);
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t p = a.pixels ? a.pixels[i] : i;
+    if (i + 2 < end) {
+      const int64_t q = a.pixels ? a.pixels[i + 2] : i + 2;
+      for (int k = 0; k < 4; ++k) {
+        const char* src = reinterpret_cast<const char*>(a.table + a.rows[4 * q + k] * C);
+        for (int64_t off = 0; off < C * 2; off += 64) _mm_prefetch(src + off, _MM_HINT_T0);
+      }
+    }
+    for (int j = 0; j < v; ++j) acc[j] = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t bits = uint32_t(a.weights[4 * p + k]) << 16;
+      if (bits == 0) continue;  // a tap outside the frame (0 * x adds nothing to a finite sum)
+      float wf;
+      std::memcpy(&wf, &bits, sizeof wf);
+      const __m256 w = _mm256_set1_ps(wf);
+      const uint16_t* src = a.table + a.rows[4 * p + k] * C;
+      for (int j = 0; j < v; ++j) acc[j] = _mm256_fmadd_ps(w, bf16x8_to_float(src + 8 * j), acc[j]);
+    }
+    uint16_t* o = a.out + p * C;
+    float* hr = a.h ? a.h + p * C : nullptr;
+    for (int j = 0; j < v; j += 2) {
+      const __m256i lo = _mm256_srli_epi32(_mm256_add_epi32(_mm256_castps_si256(acc[j]), away), 16);
+      const __m256i hi = _mm256_srli_epi32(_mm256_add_epi32(_mm256_castps_si256(acc[j + 1]), away), 16);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 8 * j),
+                          _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8));
+      if (hr == nullptr) continue;
+      const __m256 s0 = _mm256_add_ps(_mm256_loadu_ps(hr + 8 * j), _mm256_castsi256_ps(_mm256_slli_epi32(lo, 16)));
+      const __m256 s1 = _mm256_add_ps(_mm256_loadu_ps(hr + 8 * j + 8), _mm256_castsi256_ps(_mm256_slli_epi32(hi, 16)));
+      _mm256_storeu_ps(hr + 8 * j, s0);
+      _mm256_storeu_ps(hr + 8 * j + 8, s1);
+    }
+    if (a.cast != nullptr) {
+      const int64_t b = p / (a.H * a.W), y = (p / a.W) % a.H, x = p % a.W;
+      uint16_t* c = a.cast + b * a.cast_s0 + y * a.cast_s2 + x * a.cast_s3;
+      for (int64_t k = 0; k < C; ++k) c[k] = float_to_bf16(hr[k]);
+    }
+  }
+}
+
+void warp_rows_(const torch::Tensor& x, const torch::Tensor& rows, const torch::Tensor& weights, torch::Tensor out,
+                const c10::optional<torch::Tensor>& pixels, const c10::optional<torch::Tensor>& h,
+                const c10::optional<torch::Tensor>& cast_into) {
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && out.scalar_type() == at::kBFloat16, "x and out must be bfloat16");
+  TORCH_CHECK(x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be contiguous channels-last");
+  TORCH_CHECK(out.sizes() == x.sizes() && out.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "out must be contiguous channels-last of x's shape");
+  const int64_t C = x.size(1), P = x.size(0) * x.size(2) * x.size(3);
+  TORCH_CHECK(C == 64 || (C % 16 == 0 && C <= 256), "x must have 64 channels, or a multiple of 16 up to 256");
+  TORCH_CHECK(rows.scalar_type() == at::kLong && rows.is_contiguous() && rows.numel() == 4 * P, "rows must be int64 (P, 4)");
+  TORCH_CHECK(weights.scalar_type() == at::kBFloat16 && weights.is_contiguous() && weights.numel() == 4 * P,
+              "weights must be bfloat16 (P, 4)");
+  WarpArgs a{static_cast<const uint16_t*>(x.data_ptr()), rows.data_ptr<int64_t>(),
+             static_cast<const uint16_t*>(weights.data_ptr()), nullptr, static_cast<uint16_t*>(out.data_ptr()),
+             nullptr, nullptr, x.size(2), x.size(3), 0, 0, 0};
+  int64_t n = P;
+  if (pixels) {
+    TORCH_CHECK(pixels->scalar_type() == at::kLong && pixels->is_contiguous() && pixels->dim() == 1,
+                "pixels must be int64 (n,)");
+    a.pixels = pixels->data_ptr<int64_t>();
+    n = pixels->numel();
+  }
+  if (h) {
+    TORCH_CHECK(h->scalar_type() == at::kFloat && h->sizes() == x.sizes() &&
+                    h->is_contiguous(at::MemoryFormat::ChannelsLast), "h must be float32 contiguous channels-last of x's shape");
+    a.h = h->data_ptr<float>();
+  }
+  if (cast_into) {
+    TORCH_CHECK(a.h != nullptr, "cast_into needs h");
+    check_rows(*cast_into, "cast_into", x);
+    TORCH_CHECK(cast_into->scalar_type() == at::kBFloat16, "cast_into must be bfloat16");
+    a.cast = static_cast<uint16_t*>(cast_into->data_ptr());
+    a.cast_s0 = cast_into->stride(0), a.cast_s2 = cast_into->stride(2), a.cast_s3 = cast_into->stride(3);
+  }
+  at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
+    if (C == 64) warp_pixels<8>(a, begin, end, C);
+    else warp_pixels<0>(a, begin, end, C);
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -232,4 +345,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gather_cells_", &gather_cells_, "running cells with their halo, as one batch");
   m.def("zero_outside_", &zero_outside_, "zero a cell batch outside the frame");
   m.def("scatter_cells_", &scatter_cells_, "a cell batch written back into its map");
+  m.def("warp_rows_", &warp_rows_, "a bf16 channels-last map warped by its bilinear taps, optionally added into h",
+        py::arg("x"), py::arg("rows"), py::arg("weights"), py::arg("out"), py::arg("pixels") = py::none(),
+        py::arg("h") = py::none(), py::arg("cast_into") = py::none());
 }
