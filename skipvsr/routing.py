@@ -623,6 +623,8 @@ class Router:
     Forced frames run every block everywhere: the first frame of the ``learned`` policy (no
     previous features to score) and of any ``reuse`` route (no update to reuse yet), and every
     ``route.refresh``-th frame. Budgets are spread over the frames that are not forced.
+    ``convs``: the trunk's :meth:`skipvsr.backbone.Trunk.block_convs` for ``precision``, cast
+    once for the clip (else each block casts its weights when it runs).
     """
 
     def __init__(
@@ -638,8 +640,10 @@ class Router:
         target_every: int = 6,
         reuse_targets: bool = False,
         precision: str = "fp32",
+        convs: list[BlockConvs] | None = None,
     ) -> None:
         check_precision(precision)
+        self.convs = convs
         self.route = route
         self.precision = precision
         self.grid = grid
@@ -1002,7 +1006,7 @@ class Router:
             shared = not mask_mode and self.route.score_stride == 1
             x = self.cached_form(m, h) if shared else h
             ready = self._ready[1] if self._ready is not None and self._ready[0] is x else None
-            return BlockConvs.of(block, prec).update(x, ready).to(dtype)
+            return self.block_convs(block, m).update(x, ready).to(dtype)
 
         if self.updates[m] is None:  # forced first frame: every patch runs
             update = dense_update()
@@ -1044,7 +1048,7 @@ class Router:
                     update = torch.empty_like(h, dtype=dtype)
                     self.reuse_into(m, update, ~run)
                 # cells and boxes read ``h`` itself: the whole map is never cast
-                convs = BlockConvs.of(block, prec)
+                convs = self.block_convs(block, m)
                 if not cell_batch_updates(convs, h, run, self.grid, update):
                     box_updates(block, h, cell_boxes(run, self.grid), update, precision=prec)
         self.updates[m] = update
@@ -1072,6 +1076,13 @@ class Router:
         self._rounded = None  # its cast of h would be stale
         self._ready = (h, ready) if ring else None
         return h
+
+    def block_convs(self, block: nn.Module, m: int) -> BlockConvs:
+        """Block ``m``'s convs cast for its precision: from the clip's ``convs`` where the
+        router was given them, else cast now."""
+        if self.convs is not None:
+            return self.convs[m]
+        return BlockConvs.of(block, block_precision(self.precision, m))
 
     def _next_ring(self, m: int, h: torch.Tensor) -> int:
         """The zero border of the bf16 input that block ``m + 1`` reads densely
