@@ -155,7 +155,7 @@ class WarpPlan:
         )
         return out.view(*idx.shape[:-1], x.shape[1]).to(x.dtype)
 
-    def _kernel_taps(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def kernel_taps(self) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`taps` as ``(N*H*W, 4)`` rows and bf16 weights, for :func:`kernels.warp_rows_`."""
         rows, weights = self.taps()
         if self._low_weights is None:
@@ -167,7 +167,7 @@ class WarpPlan:
         n, h, w = self.shape
         if kernels.warps(x):
             out = torch.empty_like(x, memory_format=torch.channels_last)
-            kernels.warp_rows_(x, *self._kernel_taps(), out)
+            kernels.warp_rows_(x, *self.kernel_taps(), out)
             return out
         if is_channels_last(x):
             return self._gather(x, slice(None), 0, h, 0, w).permute(0, 3, 1, 2)
@@ -182,7 +182,7 @@ class WarpPlan:
         one gather for all of them, where :meth:`warp_boxes` makes one per box (and a routed
         block's skipped cells make many boxes). Equal there to ``self(x)``."""
         if kernels.warps(x) and out.dtype == torch.bfloat16 and kernels.warps(out):
-            kernels.warp_rows_(x, *self._kernel_taps(), out, pixels)
+            kernels.warp_rows_(x, *self.kernel_taps(), out, pixels)
             return
         rows, weights, table = self._rows_of(x)
         warped = F.embedding_bag(
@@ -211,7 +211,7 @@ class WarpPlan:
             kernels.residual_add_(h, warped, cast_into)
             return warped
         out = torch.empty_like(x, memory_format=torch.channels_last)
-        kernels.warp_rows_(x, *self._kernel_taps(), out, None, h, cast_into)
+        kernels.warp_rows_(x, *self.kernel_taps(), out, None, h, cast_into)
         return out
 
     def warp_boxes(self, x: torch.Tensor, out: torch.Tensor, boxes: list[Box]) -> None:

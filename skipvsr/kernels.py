@@ -16,6 +16,9 @@ several (AMX Xeon, 2 threads, 64 channels at 180x320 unless said):
   (:class:`skipvsr.flow.WarpPlan`), optionally added into the float32 stream (and cast into
   the next block's input) in the same pass: a block skipped everywhere reuses its update in
   one pass instead of embedding_bag's warp and the add. Bit for bit the torch ops' numbers.
+* :func:`score_inputs`, :func:`refresh_cells_`: a routed block's estimator inputs (the strided
+  cast of the stream, the warped cached input, their patch-mean difference) in one pass, and
+  the cached input refreshed on the running patches in place. Bit for bit.
 
 They are compiled with torch's C++ extension builder the first time they are needed (about
 30 s; ``make install`` does it) into ``cache_dir() / "kernels"``, for x86-64 CPUs with AVX2.
@@ -228,6 +231,60 @@ def warp_rows_(
     taps are summed in float32 in their order and rounded half away from zero, as
     embedding_bag rounds; the add and the cast are :func:`residual_add_`'s."""
     extension().warp_rows_(x, rows, weights, out, pixels, h, cast_into)
+
+
+def score_inputs(
+    h: torch.Tensor,
+    stride: int,
+    prev: torch.Tensor,
+    rows: torch.Tensor,
+    weights: torch.Tensor,
+    cell: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A warped-difference estimator's inputs for the float32 stream ``h`` ``(B, C, H, W)``
+    channels-last: ``fresh`` = ``h[:, :, ::stride, ::stride]`` cast to bf16, ``warped`` = the
+    cached input ``prev`` ``(B, C, ceil(H / stride), ceil(W / stride))`` bf16 warped by its taps
+    ``rows`` and ``weights`` (as :func:`warp_rows_`), and ``pooled`` ``(B, C, nH, nW)`` bf16 =
+    the mean of ``|fresh - warped|`` over each ``cell x cell`` patch of those maps (the last
+    ones clipped), all channels-last: torch's cast, subtraction, ``abs`` and ``avg_pool2d``
+    (``ceil_mode``, ``count_include_pad=False``) bit for bit. Where :func:`warps` takes
+    ``prev`` and :func:`fuses` would take ``h``."""
+    b, c = prev.shape[:2]
+    fresh = torch.empty_like(prev, memory_format=torch.channels_last)
+    warped = torch.empty_like(prev, memory_format=torch.channels_last)
+    rows_n, cols_n = -(-prev.shape[2] // cell), -(-prev.shape[3] // cell)
+    pooled = torch.empty(
+        b,
+        c,
+        rows_n,
+        cols_n,
+        dtype=prev.dtype,
+        device=prev.device,
+        memory_format=torch.channels_last,
+    )
+    extension().score_inputs_(h, stride, prev, rows, weights, cell, fresh, warped, pooled)
+    return fresh, warped, pooled
+
+
+def refreshes(prev: torch.Tensor, fresh: torch.Tensor) -> bool:
+    """Whether :func:`refresh_cells_` takes ``prev`` and ``fresh``: contiguous channels-last CPU
+    maps of one shape and dtype at inference, and the kernels built."""
+    return (
+        prev.shape == fresh.shape
+        and prev.dtype == fresh.dtype
+        and prev.dim() == 4
+        and prev.is_contiguous(memory_format=torch.channels_last)
+        and fresh.is_contiguous(memory_format=torch.channels_last)
+        and _inference_on_cpu(prev, fresh)
+        and extension() is not None
+    )
+
+
+def refresh_cells_(prev: torch.Tensor, fresh: torch.Tensor, run: torch.Tensor, cell: int) -> None:
+    """``prev = where(run, fresh, prev)`` in place, ``run`` ``(B, nH, nW)`` bool per ``cell x
+    cell`` patch of the ``(B, C, H, W)`` maps (the last patches clipped). Where
+    :func:`refreshes`."""
+    extension().refresh_cells_(prev, fresh, run.contiguous(), cell)
 
 
 def main() -> int:

@@ -17,10 +17,21 @@ DATA = Path(os.environ.get("SKIPVSR_DATA", REPO.parent / "shared" / "data"))
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-def tiny_model(seed: int = 0, estimators: bool = True, num_feat: int = 8, num_block: int = 6):
+def tiny_model(
+    seed: int = 0,
+    estimators: bool = True,
+    num_feat: int = 8,
+    num_block: int = 6,
+    estimator_inputs: str = "difference",
+):
     """A randomly initialised small BasicVSR (real SpyNet shape) in eval mode."""
     torch.manual_seed(seed)
-    model = BasicVSR(num_feat=num_feat, num_block=num_block, estimators=estimators)
+    model = BasicVSR(
+        num_feat=num_feat,
+        num_block=num_block,
+        estimators=estimators,
+        estimator_inputs=estimator_inputs,
+    )
     if estimators:
         with torch.no_grad():
             for est in (model.forward_estimator, model.backward_estimator):

@@ -283,3 +283,71 @@ def test_routed_network_is_the_same_with_the_warp_kernel(fused, route, monkeypat
         _torch_warp(monkeypatch)
         want = model(lr, route=route, precision="mixed").sr
     assert calls and any(calls) and torch.equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "shape, stride, cell",
+    [
+        ((1, 64, 45, 70), 4, 32),
+        ((2, 16, 13, 22), 2, 6),
+        ((1, 64, 8, 8), 1, 4),
+        ((1, 32, 9, 5), 4, 8),
+    ],
+)
+def test_score_inputs_are_the_torch_estimator_inputs_bit_for_bit(fused, shape, stride, cell):
+    """The strided cast, the warped cached input and the patch means of their difference, last
+    patches clipped, against torch's ops as Router._score composes them."""
+    g = torch.Generator().manual_seed(3)
+    b, c, h, w = shape
+    stream = torch.randn(shape, generator=g).contiguous(memory_format=CL)
+    grid = routing.PatchGrid(h, w, cell).strided(stride)
+    small = (b, c, grid.height, grid.width)
+    prev = torch.randn(small, generator=g).to(torch.bfloat16).contiguous(memory_format=CL)
+    plan = WarpPlan(torch.randn(b, 2, grid.height, grid.width, generator=g) * 2)
+    fresh, warped, pooled = kernels.score_inputs(
+        stream, stride, prev, *plan.kernel_taps(), grid.cell
+    )
+    want_fresh = stream[:, :, ::stride, ::stride].to(torch.bfloat16)
+    want_warped = plan(prev)
+    want_pooled = grid.pool((want_fresh - want_warped).abs_())
+    assert torch.equal(fresh, want_fresh) and torch.equal(warped, want_warped)
+    assert torch.equal(pooled, want_pooled)
+
+
+def test_refresh_cells_copies_the_running_patches_only(fused):
+    g = torch.Generator().manual_seed(4)
+    prev = torch.randn(2, 16, 11, 13, generator=g).to(torch.bfloat16).contiguous(memory_format=CL)
+    fresh = torch.randn(2, 16, 11, 13, generator=g).to(torch.bfloat16).contiguous(memory_format=CL)
+    grid = routing.PatchGrid(11, 13, 4)
+    run = torch.rand(2, grid.rows, grid.cols, generator=g) < 0.5
+    want = torch.where(grid.expand(run, torch.bool), fresh, prev)
+    assert kernels.refreshes(prev, fresh)
+    kernels.refresh_cells_(prev, fresh, run, grid.cell)
+    assert torch.equal(prev, want)
+    assert not kernels.refreshes(prev, fresh.float())
+
+
+def test_routed_network_is_the_same_with_the_estimator_kernels(fused, monkeypatch):
+    """The learned policy at the default estimator stride on bf16 caches reads its inputs
+    through score_inputs and refreshes them with refresh_cells_: bit for bit the torch ops."""
+    model = tiny_model(num_feat=16, estimator_inputs="warped-difference").channels_last()
+    lr = moving_clip(5, 16, 24)[None]
+    route = Route(threshold=0.5, cell=8)
+    assert route.score_stride == 4
+    calls = []
+    original = kernels.score_inputs
+
+    def counted(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(kernels, "score_inputs", counted)
+    with torch.no_grad():
+        got = model(lr, route=route, precision="mixed")
+        monkeypatch.setattr(routing.Router, "_scores_in_one_pass", lambda *a: False)
+        monkeypatch.setattr(kernels, "refreshes", lambda *a: False)
+        want = model(lr, route=route, precision="mixed")
+    assert calls and torch.equal(got.sr, want.sr)
+    executed = got.executed["forward"][1:]
+    assert 0 < float(executed.mean()) < 1  # partly skipped: the refresh ran
+    assert torch.equal(got.executed["forward"], want.executed["forward"])

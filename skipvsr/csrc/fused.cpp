@@ -252,42 +252,65 @@ struct WarpArgs {
   int64_t H, W, cast_s0, cast_s2, cast_s3;  // cast_into's strides (batch, row, column)
 };
 
+// float32 x 8 -> bf16 x 8 rounded half to even, a NaN as 0xFFFF (torch's cast), in the low
+// 16 bits of each 32-bit lane
+inline __m256i float_to_bf16_even(__m256 x) {
+  const __m256i bits = _mm256_castps_si256(x);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+  return _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0xffff), nan);
+}
+
+inline __m256 bf16_lanes_to_float(__m256i v) { return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)); }
+
+// two vectors of bf16 values in 32-bit lanes -> 16 packed bf16 values, in order
+inline void store_bf16x16(uint16_t* dst, __m256i lo, __m256i hi) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8));
+}
+
+// pixel p's warped row, acc[j] holding channels 8j .. 8j + 7 in float32 before rounding
+template <int V>
+inline void warp_sum(const WarpArgs& a, int64_t p, int64_t C, int v, __m256* acc) {
+  for (int j = 0; j < v; ++j) acc[j] = _mm256_setzero_ps();
+  for (int k = 0; k < 4; ++k) {
+    const uint32_t bits = uint32_t(a.weights[4 * p + k]) << 16;
+    if (bits == 0) continue;  // a tap outside the frame (0 * x adds nothing to a finite sum)
+    float wf;
+    std::memcpy(&wf, &bits, sizeof wf);
+    const __m256 w = _mm256_set1_ps(wf);
+    const uint16_t* src = a.table + a.rows[4 * p + k] * C;
+    for (int j = 0; j < v; ++j) acc[j] = _mm256_fmadd_ps(w, bf16x8_to_float(src + 8 * j), acc[j]);
+  }
+}
+
+inline __m256i round_away(__m256 x) {
+  return _mm256_srli_epi32(_mm256_add_epi32(_mm256_castps_si256(x), _mm256_set1_epi32(0x8000)), 16);
+}
+
+inline void prefetch_taps(const WarpArgs& a, int64_t q, int64_t C) {
+  for (int k = 0; k < 4; ++k) {
+    const char* src = reinterpret_cast<const char*>(a.table + a.rows[4 * q + k] * C);
+    for (int64_t off = 0; off < C * 2; off += 64) _mm_prefetch(src + off, _MM_HINT_T0);
+  }
+}
+
 template <int V>  // V = C / 8 vectors of 8 channels, known at compile time; 0: read from C
 void warp_pixels(const WarpArgs& a, int64_t begin, int64_t end, int64_t C) {
   const int v = V > 0 ? V : int(C / 8);
   __m256 acc[V > 0 ? V : 32];
-  const __m256i away = _mm256_set1_epi32(0x8000);
   for (int64_t i = begin; i < end; ++i) {
     const int64_t p = a.pixels ? a.pixels[i] : i;
-    if (i + 2 < end) {
-      const int64_t q = a.pixels ? a.pixels[i + 2] : i + 2;
-      for (int k = 0; k < 4; ++k) {
-        const char* src = reinterpret_cast<const char*>(a.table + a.rows[4 * q + k] * C);
-        for (int64_t off = 0; off < C * 2; off += 64) _mm_prefetch(src + off, _MM_HINT_T0);
-      }
-    }
-    for (int j = 0; j < v; ++j) acc[j] = _mm256_setzero_ps();
-    for (int k = 0; k < 4; ++k) {
-      const uint32_t bits = uint32_t(a.weights[4 * p + k]) << 16;
-      if (bits == 0) continue;  // a tap outside the frame (0 * x adds nothing to a finite sum)
-      float wf;
-      std::memcpy(&wf, &bits, sizeof wf);
-      const __m256 w = _mm256_set1_ps(wf);
-      const uint16_t* src = a.table + a.rows[4 * p + k] * C;
-      for (int j = 0; j < v; ++j) acc[j] = _mm256_fmadd_ps(w, bf16x8_to_float(src + 8 * j), acc[j]);
-    }
+    if (i + 2 < end) prefetch_taps(a, a.pixels ? a.pixels[i + 2] : i + 2, C);  // scattered along the flow
+    warp_sum<V>(a, p, C, v, acc);
     uint16_t* o = a.out + p * C;
     float* hr = a.h ? a.h + p * C : nullptr;
     for (int j = 0; j < v; j += 2) {
-      const __m256i lo = _mm256_srli_epi32(_mm256_add_epi32(_mm256_castps_si256(acc[j]), away), 16);
-      const __m256i hi = _mm256_srli_epi32(_mm256_add_epi32(_mm256_castps_si256(acc[j + 1]), away), 16);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 8 * j),
-                          _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8));
+      const __m256i lo = round_away(acc[j]), hi = round_away(acc[j + 1]);
+      store_bf16x16(o + 8 * j, lo, hi);
       if (hr == nullptr) continue;
-      const __m256 s0 = _mm256_add_ps(_mm256_loadu_ps(hr + 8 * j), _mm256_castsi256_ps(_mm256_slli_epi32(lo, 16)));
-      const __m256 s1 = _mm256_add_ps(_mm256_loadu_ps(hr + 8 * j + 8), _mm256_castsi256_ps(_mm256_slli_epi32(hi, 16)));
-      _mm256_storeu_ps(hr + 8 * j, s0);
-      _mm256_storeu_ps(hr + 8 * j + 8, s1);
+      _mm256_storeu_ps(hr + 8 * j, _mm256_add_ps(_mm256_loadu_ps(hr + 8 * j), bf16_lanes_to_float(lo)));
+      _mm256_storeu_ps(hr + 8 * j + 8, _mm256_add_ps(_mm256_loadu_ps(hr + 8 * j + 8), bf16_lanes_to_float(hi)));
     }
     if (a.cast != nullptr) {
       const int64_t b = p / (a.H * a.W), y = (p / a.W) % a.H, x = p % a.W;
@@ -337,6 +360,115 @@ void warp_rows_(const torch::Tensor& x, const torch::Tensor& rows, const torch::
   });
 }
 
+// score_inputs_: what a routed block's warped-difference estimator reads, in one pass over its
+// cells (skipvsr.routing.Router._score with bf16 caches): on every stride-th row and column of
+// the float32 stream h, fresh = bf16(h) (torch's cast); warped = prev warped along the flow
+// (warp_rows_'s numbers); pooled = the mean over each cell x cell patch of |fresh - warped|,
+// the difference rounded to bf16 as torch's bf16 subtraction rounds it, summed in float32 over
+// the patch's pixels row by row and divided by their count, then rounded to bf16: the numbers
+// of torch's cast, sub, abs and channels-last avg_pool2d (ceil_mode, valid pixels only), bit
+// for bit, where those took six passes and as many calls.
+template <int V>
+void score_cells(const float* hp, const int64_t hs[4], int64_t stride, const WarpArgs& a, int64_t C, int64_t cell,
+                 int64_t nH, int64_t nW, uint16_t* fresh, uint16_t* warped, uint16_t* pooled, int64_t begin,
+                 int64_t end) {
+  const int v = V > 0 ? V : int(C / 8);
+  __m256 acc[V > 0 ? V : 32], sum[V > 0 ? V : 32];
+  const __m256i magnitude = _mm256_set1_epi32(0x7fff);
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t b = i / (nH * nW), cy = (i / nW) % nH, cx = i % nW;
+    const int64_t y0 = cy * cell, y1 = std::min(y0 + cell, a.H), x0 = cx * cell, x1 = std::min(x0 + cell, a.W);
+    for (int j = 0; j < v; ++j) sum[j] = _mm256_setzero_ps();
+    for (int64_t y = y0; y < y1; ++y) {
+      for (int64_t x = x0; x < x1; ++x) {
+        const int64_t p = (b * a.H + y) * a.W + x;
+        const float* hr = hp + b * hs[0] + y * stride * hs[2] + x * stride * hs[3];
+        if (x + 1 < x1) {  // the next pixel's taps and stream row: both a stride apart, or scattered
+          prefetch_taps(a, p + 1, C);
+          const char* next = reinterpret_cast<const char*>(hr + stride * hs[3]);
+          for (int64_t off = 0; off < C * 4; off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
+        }
+        warp_sum<V>(a, p, C, v, acc);
+        for (int j = 0; j < v; j += 2) {
+          const __m256i f_lo = float_to_bf16_even(_mm256_loadu_ps(hr + 8 * j));
+          const __m256i f_hi = float_to_bf16_even(_mm256_loadu_ps(hr + 8 * j + 8));
+          const __m256i w_lo = round_away(acc[j]), w_hi = round_away(acc[j + 1]);
+          store_bf16x16(fresh + p * C + 8 * j, f_lo, f_hi);
+          store_bf16x16(warped + p * C + 8 * j, w_lo, w_hi);
+          const __m256i d_lo = float_to_bf16_even(_mm256_sub_ps(bf16_lanes_to_float(f_lo), bf16_lanes_to_float(w_lo)));
+          const __m256i d_hi = float_to_bf16_even(_mm256_sub_ps(bf16_lanes_to_float(f_hi), bf16_lanes_to_float(w_hi)));
+          sum[j] = _mm256_add_ps(sum[j], bf16_lanes_to_float(_mm256_and_si256(d_lo, magnitude)));
+          sum[j + 1] = _mm256_add_ps(sum[j + 1], bf16_lanes_to_float(_mm256_and_si256(d_hi, magnitude)));
+        }
+      }
+    }
+    const __m256 count = _mm256_set1_ps(float((y1 - y0) * (x1 - x0)));
+    for (int j = 0; j < v; j += 2) {
+      store_bf16x16(pooled + i * C + 8 * j, float_to_bf16_even(_mm256_div_ps(sum[j], count)),
+                    float_to_bf16_even(_mm256_div_ps(sum[j + 1], count)));
+    }
+  }
+}
+
+void score_inputs_(const torch::Tensor& h, int64_t stride, const torch::Tensor& prev, const torch::Tensor& rows,
+                   const torch::Tensor& weights, int64_t cell, torch::Tensor fresh, torch::Tensor warped,
+                   torch::Tensor pooled) {
+  TORCH_CHECK(h.scalar_type() == at::kFloat && h.dim() == 4 && h.device().is_cpu() && h.stride(1) == 1 &&
+                  h.stride(3) == h.size(1), "h must be a float32 channels-last CPU map");
+  TORCH_CHECK(stride >= 1 && cell >= 1, "stride and cell must be >= 1");
+  const int64_t B = h.size(0), C = h.size(1), Hs = (h.size(2) + stride - 1) / stride, Ws = (h.size(3) + stride - 1) / stride;
+  TORCH_CHECK(C == 64 || (C % 16 == 0 && C <= 256), "h must have 64 channels, or a multiple of 16 up to 256");
+  for (const torch::Tensor* t : std::initializer_list<const torch::Tensor*>{&prev, &fresh, &warped}) {
+    TORCH_CHECK(t->scalar_type() == at::kBFloat16 && t->dim() == 4 && t->size(0) == B && t->size(1) == C &&
+                    t->size(2) == Hs && t->size(3) == Ws && t->is_contiguous(at::MemoryFormat::ChannelsLast),
+                "prev, fresh and warped must be bf16 contiguous channels-last (B, C, ceil(H / stride), ceil(W / stride))");
+  }
+  const int64_t nH = (Hs + cell - 1) / cell, nW = (Ws + cell - 1) / cell, P = B * Hs * Ws;
+  TORCH_CHECK(pooled.scalar_type() == at::kBFloat16 && pooled.dim() == 4 && pooled.size(0) == B && pooled.size(1) == C &&
+                  pooled.size(2) == nH && pooled.size(3) == nW && pooled.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "pooled must be bf16 contiguous channels-last (B, C, nH, nW)");
+  TORCH_CHECK(rows.scalar_type() == at::kLong && rows.is_contiguous() && rows.numel() == 4 * P, "rows must be int64 (P, 4)");
+  TORCH_CHECK(weights.scalar_type() == at::kBFloat16 && weights.is_contiguous() && weights.numel() == 4 * P,
+              "weights must be bfloat16 (P, 4)");
+  WarpArgs a{static_cast<const uint16_t*>(prev.data_ptr()), rows.data_ptr<int64_t>(),
+             static_cast<const uint16_t*>(weights.data_ptr()), nullptr, nullptr, nullptr, nullptr, Hs, Ws, 0, 0, 0};
+  const int64_t hs[4] = {h.stride(0), h.stride(1), h.stride(2), h.stride(3)};
+  auto* fp = static_cast<uint16_t*>(fresh.data_ptr());
+  auto* wp = static_cast<uint16_t*>(warped.data_ptr());
+  auto* pp = static_cast<uint16_t*>(pooled.data_ptr());
+  const float* hp = h.data_ptr<float>();
+  at::parallel_for(0, B * nH * nW, 1, [&](int64_t begin, int64_t end) {
+    if (C == 64) score_cells<8>(hp, hs, stride, a, C, cell, nH, nW, fp, wp, pp, begin, end);
+    else score_cells<0>(hp, hs, stride, a, C, cell, nH, nW, fp, wp, pp, begin, end);
+  });
+}
+
+// refresh_cells_: prev = where(run, fresh, prev) per cell x cell patch, in place: a block's
+// cached estimator input follows its cached update, refreshed only where the block ran.
+void refresh_cells_(torch::Tensor prev, const torch::Tensor& fresh, const torch::Tensor& run, int64_t cell) {
+  TORCH_CHECK(prev.sizes() == fresh.sizes() && prev.scalar_type() == fresh.scalar_type() && prev.dim() == 4 &&
+                  prev.is_contiguous(at::MemoryFormat::ChannelsLast) && fresh.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "prev and fresh must be contiguous channels-last maps of one shape and dtype");
+  const int64_t B = prev.size(0), C = prev.size(1), H = prev.size(2), W = prev.size(3);
+  const int64_t nH = (H + cell - 1) / cell, nW = (W + cell - 1) / cell, es = prev.element_size();
+  TORCH_CHECK(run.scalar_type() == at::kBool && run.is_contiguous() && run.dim() == 3 && run.size(0) == B &&
+                  run.size(1) == nH && run.size(2) == nW, "run must be bool (B, nH, nW)");
+  const bool* r = run.data_ptr<bool>();
+  char* dst = static_cast<char*>(prev.data_ptr());
+  const char* src = static_cast<const char*>(fresh.data_ptr());
+  at::parallel_for(0, B * H, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / H, y = row % H;
+      const bool* cells = r + (b * nH + y / cell) * nW;
+      for (int64_t cx = 0; cx < nW; ++cx) {
+        if (!cells[cx]) continue;
+        const int64_t x0 = cx * cell, n = std::min(cell, W - x0), off = ((row * W) + x0) * C * es;
+        std::memcpy(dst + off, src + off, n * C * es);
+      }
+    }
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -348,4 +480,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("warp_rows_", &warp_rows_, "a bf16 channels-last map warped by its bilinear taps, optionally added into h",
         py::arg("x"), py::arg("rows"), py::arg("weights"), py::arg("out"), py::arg("pixels") = py::none(),
         py::arg("h") = py::none(), py::arg("cast_into") = py::none());
+  m.def("score_inputs_", &score_inputs_, "a warped-difference estimator's inputs and patch means in one pass");
+  m.def("refresh_cells_", &refresh_cells_, "a cached map refreshed from a fresh one on the running patches");
 }
