@@ -13,8 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skipvsr.flow import SpyNet, WarpPlan, flow_warp, is_channels_last
-from skipvsr.kernels import residual_add_, shuffle_into_, shuffles
+from skipvsr.flow import SpyNet, WarpPlan, flow_warp
+from skipvsr.kernels import (
+    conv_leaky_relu,
+    fast_leaky_relu,
+    inference_on_channels_last,
+    is_channels_last,
+    residual_add_,
+    shuffle_into_,
+    shuffles,
+)
 from skipvsr.routing import (
     BlockConvs,
     ConfidenceEstimator,
@@ -25,10 +33,7 @@ from skipvsr.routing import (
     bf16_autocast,
     block_precision,
     check_precision,
-    conv_leaky_relu,
     empty_bordered,
-    fast_leaky_relu,
-    inference_on_channels_last,
     prepads,
     residual_update,
 )

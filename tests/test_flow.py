@@ -66,26 +66,31 @@ def test_bf16_spynet_keeps_float32_flows_near_fp32():
         assert float((a - b).abs().mean()) < 0.05
 
 
-def test_bf16_spynet_levels_run_channels_last_for_the_same_residual():
+def test_bf16_spynet_levels_run_channels_last_for_the_same_residual(monkeypatch):
     """A bf16 SpyNet level runs its convs on a channels-last map on CPU (oneDNN's fast bf16
-    layout) and returns an NCHW float32 residual: the NCHW convs' numbers, within one bf16
-    rounding of the output (bit for bit on the AMX Xeon that measured it)."""
+    layout), each ReLU fused into its conv, and returns an NCHW float32 residual: the NCHW
+    convs' numbers, within one bf16 rounding of the output (bit for bit on the AMX Xeon that
+    measured it)."""
+    from skipvsr import kernels
     from skipvsr.flow import SpyNetLevel
 
     torch.manual_seed(0)
     level = SpyNetLevel().eval()
     x = torch.randn(2, 8, 24, 40)
     seen = []
-    hook = level.basic_module[0].register_forward_pre_hook(
-        lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
-    )
+    fused = kernels.conv_leaky_relu
+
+    def recorded(x, *args):
+        seen.append(x.is_contiguous(memory_format=torch.channels_last))
+        return fused(x, *args)
+
+    monkeypatch.setattr(kernels, "conv_leaky_relu", recorded)
     with torch.no_grad():
         got = level(x, bf16=True)
-        hook.remove()
         with torch.autocast("cpu", torch.bfloat16):
             want = level.basic_module(x).float()
         fp32 = level(x)
-    assert seen == [True]
+    assert seen == [True] * 4  # the four convs followed by a ReLU, on channels-last maps
     assert got.dtype == torch.float32 and got.is_contiguous() and got.shape == (2, 2, 24, 40)
     torch.testing.assert_close(got, want, rtol=2**-7, atol=2**-7 * float(want.abs().max()))
     assert torch.equal(fp32, level.basic_module(x))

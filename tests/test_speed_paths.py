@@ -285,7 +285,7 @@ def test_conv_leaky_relu_is_unfused_under_autograd():
     and agrees to float32 rounding."""
     import torch.nn.functional as F
 
-    from skipvsr.routing import conv_leaky_relu
+    from skipvsr.kernels import conv_leaky_relu
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(8, 16, 3, 1, 1)
@@ -328,18 +328,18 @@ def test_conv_leaky_relu_runs_the_two_ops_where_onednn_has_no_bf16(monkeypatch):
     ops run instead, with the same numbers as conv then ReLU."""
     import torch.nn.functional as F
 
-    from skipvsr import routing
+    from skipvsr import kernels
 
     def refuses(*args):
         raise RuntimeError("mkldnn_convolution: bf16 path needs the cpu support avx512bw")
 
-    monkeypatch.setattr(routing, "onednn_fuses", lambda dtype: dtype != torch.bfloat16)
+    monkeypatch.setattr(kernels, "onednn_fuses", lambda dtype: dtype != torch.bfloat16)
     monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", refuses)
     torch.manual_seed(0)
     w, b = torch.randn(8, 8, 3, 3).bfloat16(), torch.randn(8).bfloat16()
     x = torch.randn(1, 8, 10, 6).bfloat16().contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        got = routing.conv_leaky_relu(x, w, b, 1, 0.0)
+        got = kernels.conv_leaky_relu(x, w, b, 1, 0.0)
         want = F.conv2d(x, w, b, padding=1).relu()
     assert torch.equal(got, want)
 
