@@ -283,6 +283,10 @@ class BasicVSR(nn.Module):
         """
         for conv in (self.fusion, self.upconv1, self.upconv2, self.conv_hr, self.conv_last):
             conv.to(memory_format=torch.channels_last)
+        # the trunks' weights too: oneDNN copied NCHW weights into that layout on each of the
+        # 720 block convs of a 6-frame clip (and their bf16 casts keep the layout)
+        for trunk in (self.backward_trunk, self.forward_trunk):
+            trunk.to(memory_format=torch.channels_last)
         self.backward_trunk.fp32_channels_last = True
         self.forward_trunk.fp32_channels_last = True
         return self
