@@ -490,14 +490,26 @@ class BasicVSR(nn.Module):
         def step(
             name: str, trunk: Trunk, i: int, prop: torch.Tensor, flow: torch.Tensor | None
         ) -> torch.Tensor:
-            plan = None
-            if flow is not None:
-                plan = WarpPlan(flow) if nhwc else None
-                prop = plan(prop) if plan is not None else flow_warp(prop, flow)
+            plan = WarpPlan(flow) if flow is not None and nhwc else None
             router = routers[name]
             if router is not None:
                 router.start_frame(i, flow, plan)
-            x = torch.cat([lr[:, i].contiguous(memory_format=layout), prop], dim=1)
+            if plan is None:
+                if flow is not None:
+                    prop = flow_warp(prop, flow)
+                x = torch.cat([lr[:, i].contiguous(memory_format=layout), prop], dim=1)
+            else:  # the warp writes the input conv's feature channels, with no concatenation
+                x = torch.empty(
+                    b,
+                    3 + prop.shape[1],
+                    h,
+                    w,
+                    dtype=prop.dtype,
+                    device=prop.device,
+                    memory_format=layout,
+                )
+                x[:, :3] = lr[:, i]
+                plan.warp_into(prop, x[:, 3:])
             out, tapped = trunk(x, router, taps, precision, convs[name])
             for m, f in tapped.items():
                 features[name].setdefault(m, [None] * t)[i] = f

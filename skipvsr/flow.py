@@ -150,19 +150,22 @@ class WarpPlan:
         )
         return out.view(*idx.shape[:-1], x.shape[1]).to(x.dtype)
 
-    def kernel_taps(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`taps` as ``(N*H*W, 4)`` rows and bf16 weights, for :func:`kernels.warp_rows_`."""
+    def kernel_taps(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`taps` as ``(N*H*W, 4)`` rows and weights in ``dtype`` (bf16 or float32), for
+        :func:`kernels.warp_rows_` on a map of that dtype."""
         rows, weights = self.taps()
-        if self._low_weights is None:
-            self._low_weights = weights.to(torch.bfloat16)
-        return rows.view(-1, 4), self._low_weights.view(-1, 4)
+        if dtype == torch.bfloat16:
+            if self._low_weights is None:
+                self._low_weights = weights.to(torch.bfloat16)
+            weights = self._low_weights
+        return rows.view(-1, 4), weights.view(-1, 4)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Warped ``x`` ``(N, C, H, W)``, same dtype and memory format."""
         n, h, w = self.shape
         if kernels.warps(x):
             out = torch.empty_like(x, memory_format=torch.channels_last)
-            kernels.warp_rows_(x, *self.kernel_taps(), out)
+            kernels.warp_rows_(x, *self.kernel_taps(x.dtype), out)
             return out
         if is_channels_last(x):
             return self._gather(x, slice(None), 0, h, 0, w).permute(0, 3, 1, 2)
@@ -171,13 +174,23 @@ class WarpPlan:
         )
         return out.to(x.dtype)
 
+    def warp_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """Write the warped ``x`` ``(N, C, H, W)`` into ``out`` of its shape, e.g. a channel
+        slice of a wider channels-last map: straight from the float32 warp kernel where
+        :func:`skipvsr.kernels.warps` takes ``x`` (the trunk's input then needs no concatenation:
+        3 ms a frame at 180x320), else through ``self(x)``. Equal to ``self(x)``."""
+        if kernels.warps(x) and x.dtype == torch.float32 and out.dtype == torch.float32:
+            kernels.warp_rows_(x, *self.kernel_taps(x.dtype), out)
+            return
+        out.copy_(self(x))
+
     def warp_pixels(self, x: torch.Tensor, out: torch.Tensor, pixels: torch.Tensor) -> None:
         """Write the warped ``x`` into ``out`` (both ``(N, C, H, W)`` contiguous channels-last)
         at ``pixels`` only, int64 indices into the ``N * H * W`` pixels in (n, y, x) order:
         one gather for all of them, where :meth:`warp_boxes` makes one per box (and a routed
         block's skipped cells make many boxes). Equal there to ``self(x)``."""
-        if kernels.warps(x) and out.dtype == torch.bfloat16 and kernels.warps(out):
-            kernels.warp_rows_(x, *self.kernel_taps(), out, pixels)
+        if kernels.warps(x) and out.dtype == x.dtype and kernels.warps(out):
+            kernels.warp_rows_(x, *self.kernel_taps(x.dtype), out, pixels)
             return
         rows, weights, table = self._rows_of(x)
         warped = F.embedding_bag(
@@ -197,6 +210,7 @@ class WarpPlan:
         contiguous channels-last float32 map, else the warp and then the add."""
         fused = (
             kernels.warps(x)
+            and x.dtype == torch.bfloat16
             and h.dtype == torch.float32
             and h.shape == x.shape
             and h.is_contiguous(memory_format=torch.channels_last)
@@ -206,7 +220,7 @@ class WarpPlan:
             kernels.residual_add_(h, warped, cast_into)
             return warped
         out = torch.empty_like(x, memory_format=torch.channels_last)
-        kernels.warp_rows_(x, *self.kernel_taps(), out, None, h, cast_into)
+        kernels.warp_rows_(x, *self.kernel_taps(x.dtype), out, None, h, cast_into)
         return out
 
     def warp_boxes(self, x: torch.Tensor, out: torch.Tensor, boxes: list[Box]) -> None:

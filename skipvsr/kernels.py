@@ -270,12 +270,14 @@ def scatter_cells_(updates: torch.Tensor, cells: torch.Tensor, out: torch.Tensor
 
 
 def warps(x: torch.Tensor) -> bool:
-    """Whether :func:`warp_rows_` takes ``x``: a contiguous channels-last bf16 CPU map at
-    inference with 64 channels or a multiple of 16 up to 256, and the kernels built."""
+    """Whether :func:`warp_rows_` takes ``x``: a contiguous channels-last CPU map at inference,
+    bf16 with 64 channels or a multiple of 16 up to 256, or float32 with a multiple of 8 up to
+    256, and the kernels built."""
+    channels = x.shape[1] if x.dim() == 4 else 0
+    low = x.dtype == torch.bfloat16 and (channels == 64 or channels % 16 == 0)
     return (
-        x.dtype == torch.bfloat16
-        and x.dim() == 4
-        and (x.shape[1] == 64 or (x.shape[1] % 16 == 0 and x.shape[1] <= 256))
+        (low or (x.dtype == torch.float32 and channels % 8 == 0))
+        and 0 < channels <= 256
         and x.is_contiguous(memory_format=torch.channels_last)
         and _inference_on_cpu(x)
         and extension() is not None
@@ -294,13 +296,16 @@ def warp_rows_(
     """``out`` = ``x`` warped by its bilinear taps, at ``pixels`` only where given; and where
     ``h`` is given, ``h += out`` there, then ``cast_into`` = ``h`` rounded to bf16.
 
-    ``x`` and ``out`` ``(B, C, H, W)`` bf16 contiguous channels-last (:func:`warps`); ``rows``
-    ``(B*H*W, 4)`` int64 source pixels and ``weights`` ``(B*H*W, 4)`` bf16 bilinear weights
-    (:meth:`skipvsr.flow.WarpPlan.taps`); ``pixels`` ``(n,)`` int64 indices into the ``B*H*W``
-    pixels; ``h`` ``(B, C, H, W)`` float32 contiguous channels-last; ``cast_into`` bf16 of that
-    shape, pixel rows of ``C`` contiguous values (the inside of a zero-bordered map). The
-    taps are summed in float32 in their order and rounded half away from zero, as
-    embedding_bag rounds; the add and the cast are :func:`residual_add_`'s."""
+    ``x`` ``(B, C, H, W)`` bf16 or float32 contiguous channels-last (:func:`warps`), ``out`` of
+    its shape and dtype (bf16: contiguous channels-last; float32: pixel rows of ``C`` values
+    that may lie a fixed stride apart, e.g. a channel slice of a wider channels-last map);
+    ``rows`` ``(B*H*W, 4)`` int64 source pixels and ``weights`` ``(B*H*W, 4)`` bilinear weights
+    in ``x``'s dtype (:meth:`skipvsr.flow.WarpPlan.taps`); ``pixels`` ``(n,)`` int64 indices
+    into the ``B*H*W`` pixels; ``h`` ``(B, C, H, W)`` float32 contiguous channels-last and
+    ``cast_into`` bf16 of that shape, pixel rows of ``C`` contiguous values (the inside of a
+    zero-bordered map), with a bf16 ``x`` only. embedding_bag's numbers: bf16 taps summed in
+    float32 in their order and rounded half away from zero, float32 taps as fused
+    multiply-adds in their order; the add and the cast are :func:`residual_add_`'s."""
     extension().warp_rows_(x, rows, weights, out, pixels, h, cast_into)
 
 

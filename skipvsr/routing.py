@@ -822,7 +822,7 @@ class Router:
         for ``warped-difference`` the warped input the block's cached update came from."""
         prev = self.prev[m]
         if prev is not None and self._scores_in_one_pass(m, h, prev):
-            rows, weights = self._score_warp.kernel_taps()
+            rows, weights = self._score_warp.kernel_taps(torch.bfloat16)
             fresh, warped, pooled = kernels.score_inputs(
                 h, self.route.score_stride, prev, rows, weights, self.score_grid.cell
             )

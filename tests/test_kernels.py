@@ -191,11 +191,11 @@ def test_a_failed_build_falls_back_to_the_torch_ops(monkeypatch, tmp_path, caplo
         kernels.extension.cache_clear()
 
 
-def _warp_case(shape, seed=0):
-    """A bf16 channels-last map and a flow whose taps reach past the frame on every side."""
+def _warp_case(shape, seed=0, dtype=torch.bfloat16):
+    """A channels-last map and a flow whose taps reach past the frame on every side."""
     g = torch.Generator().manual_seed(seed)
     b, _, h, w = shape
-    x = (torch.randn(shape, generator=g) * 2).to(torch.bfloat16).contiguous(memory_format=CL)
+    x = (torch.randn(shape, generator=g) * 2).to(dtype).contiguous(memory_format=CL)
     flow = torch.randn(b, 2, h, w, generator=g) * 3
     return x, WarpPlan(flow)
 
@@ -205,17 +205,29 @@ def _torch_warp(monkeypatch):
     monkeypatch.setattr(kernels, "warps", lambda x: False)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("shape", [(1, 64, 9, 13), (2, 16, 5, 7), (1, 48, 4, 6), (2, 256, 3, 5)])
-def test_warp_kernel_is_the_embedding_bag_warp_bit_for_bit(fused, shape, monkeypatch):
-    x, plan = _warp_case(shape)
+def test_warp_kernel_is_the_embedding_bag_warp_bit_for_bit(fused, shape, dtype, monkeypatch):
+    x, plan = _warp_case(shape, dtype=dtype)
     assert kernels.warps(x)
     got = plan(x)
     assert got.is_contiguous(memory_format=CL)
     _torch_warp(monkeypatch)
     want = plan(x)
-    # embedding_bag rounds its float32 sums half away from zero: ties (1 in ~1000 values)
-    # test that the kernel does too
+    # bf16: embedding_bag rounds its float32 sums half away from zero, and ties (1 in ~1000
+    # values) test that the kernel does too; float32: its fused multiply-adds, in tap order
     assert torch.equal(got, want)
+
+
+def test_float32_warp_writes_a_channel_slice_of_a_wider_map(fused, monkeypatch):
+    """The trunk's input: the LR frame's 3 channels, then the warped features written by the
+    kernel straight into the rest of the channels-last map."""
+    x, plan = _warp_case((2, 64, 6, 9), seed=5, dtype=torch.float32)
+    wide = torch.full((2, 67, 6, 9), -7.0).contiguous(memory_format=CL)
+    plan.warp_into(x, wide[:, 3:])
+    assert (wide[:, :3] == -7.0).all()
+    _torch_warp(monkeypatch)
+    assert torch.equal(wide[:, 3:], plan(x))
 
 
 def test_warp_kernel_writes_only_the_given_pixels(fused, monkeypatch):
@@ -254,7 +266,7 @@ def test_warp_add_is_the_warp_then_the_fused_add(fused, ring, monkeypatch):
 
 def test_warp_kernel_refuses_what_it_does_not_take(fused):
     x, _ = _warp_case((1, 64, 4, 4))
-    assert not kernels.warps(x.float())  # float32 maps keep embedding_bag's float32 path
+    assert not kernels.warps(x.half())  # float16
     assert not kernels.warps(x.contiguous())  # NCHW
     assert not kernels.warps(x[:, :24].contiguous(memory_format=CL))  # 24 channels
     assert not kernels.warps(x.float().requires_grad_().bfloat16())  # autograd
@@ -305,7 +317,7 @@ def test_score_inputs_are_the_torch_estimator_inputs_bit_for_bit(fused, shape, s
     prev = torch.randn(small, generator=g).to(torch.bfloat16).contiguous(memory_format=CL)
     plan = WarpPlan(torch.randn(b, 2, grid.height, grid.width, generator=g) * 2)
     fresh, warped, pooled = kernels.score_inputs(
-        stream, stride, prev, *plan.kernel_taps(), grid.cell
+        stream, stride, prev, *plan.kernel_taps(torch.bfloat16), grid.cell
     )
     want_fresh = stream[:, :, ::stride, ::stride].to(torch.bfloat16)
     want_warped = plan(prev)

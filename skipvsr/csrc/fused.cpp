@@ -320,9 +320,71 @@ void warp_pixels(const WarpArgs& a, int64_t begin, int64_t end, int64_t C) {
   }
 }
 
+// The float32 warp: out[p] = w0 x[r0] + w1 x[r1] + w2 x[r2] + w3 x[r3] as fused multiply-adds
+// from 0 in tap order, as fbgemm's float32 embedding_bag sums them. out's pixels may lie a
+// stride apart (a channel slice of a wider channels-last map: the trunk's input, whose first
+// channels hold the LR frame).
+template <int V>
+void warp_pixels_f32(const float* table, const int64_t* rows, const float* weights, const int64_t* pixels,
+                     float* out, int64_t out_stride, int64_t begin, int64_t end, int64_t C) {
+  const int v = V > 0 ? V : int(C / 8);
+  __m256 acc[V > 0 ? V : 32];
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t p = pixels ? pixels[i] : i;
+    if (i + 2 < end) {
+      const int64_t q = pixels ? pixels[i + 2] : i + 2;
+      for (int k = 0; k < 4; ++k) {
+        const char* src = reinterpret_cast<const char*>(table + rows[4 * q + k] * C);
+        for (int64_t off = 0; off < C * 4; off += 64) _mm_prefetch(src + off, _MM_HINT_T0);
+      }
+    }
+    for (int j = 0; j < v; ++j) acc[j] = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      const float w = weights[4 * p + k];
+      if (w == 0.0f) continue;  // a tap outside the frame (0 * x adds nothing to a finite sum)
+      const __m256 wv = _mm256_set1_ps(w);
+      const float* src = table + rows[4 * p + k] * C;
+      for (int j = 0; j < v; ++j) acc[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src + 8 * j), acc[j]);
+    }
+    float* o = out + p * out_stride;
+    for (int j = 0; j < v; ++j) _mm256_storeu_ps(o + 8 * j, acc[j]);
+  }
+}
+
 void warp_rows_(const torch::Tensor& x, const torch::Tensor& rows, const torch::Tensor& weights, torch::Tensor out,
                 const c10::optional<torch::Tensor>& pixels, const c10::optional<torch::Tensor>& h,
                 const c10::optional<torch::Tensor>& cast_into) {
+  if (x.scalar_type() == at::kFloat) {
+    TORCH_CHECK(out.scalar_type() == at::kFloat && weights.scalar_type() == at::kFloat,
+                "a float32 x needs float32 out and weights");
+    TORCH_CHECK(!h && !cast_into, "h and cast_into go with a bfloat16 x only");
+    TORCH_CHECK(x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be contiguous channels-last");
+    const int64_t C = x.size(1), P = x.size(0) * x.size(2) * x.size(3), ps = out.dim() == 4 ? out.stride(3) : 0;
+    TORCH_CHECK(C % 8 == 0 && C <= 256, "x must have a multiple of 8 channels up to 256");
+    TORCH_CHECK(out.dim() == 4 && out.size(0) == x.size(0) && out.size(1) == C && out.size(2) == x.size(2) &&
+                    out.size(3) == x.size(3) && out.stride(1) == 1 && ps >= C && out.stride(2) == ps * out.size(3) &&
+                    (out.size(0) == 1 || out.stride(0) == out.stride(2) * out.size(2)),
+                "out must be x's shape, its pixels rows of C channels a fixed stride apart");
+    TORCH_CHECK(rows.scalar_type() == at::kLong && rows.is_contiguous() && rows.numel() == 4 * P, "rows must be int64 (P, 4)");
+    TORCH_CHECK(weights.is_contiguous() && weights.numel() == 4 * P, "weights must be float32 (P, 4)");
+    const int64_t* px = nullptr;
+    int64_t n = P;
+    if (pixels) {
+      TORCH_CHECK(pixels->scalar_type() == at::kLong && pixels->is_contiguous() && pixels->dim() == 1,
+                  "pixels must be int64 (n,)");
+      px = pixels->data_ptr<int64_t>();
+      n = pixels->numel();
+    }
+    const float* t = x.data_ptr<float>();
+    const int64_t* r = rows.data_ptr<int64_t>();
+    const float* w = weights.data_ptr<float>();
+    float* o = out.data_ptr<float>();
+    at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
+      if (C == 64) warp_pixels_f32<8>(t, r, w, px, o, ps, begin, end, C);
+      else warp_pixels_f32<0>(t, r, w, px, o, ps, begin, end, C);
+    });
+    return;
+  }
   TORCH_CHECK(x.scalar_type() == at::kBFloat16 && out.scalar_type() == at::kBFloat16, "x and out must be bfloat16");
   TORCH_CHECK(x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be contiguous channels-last");
   TORCH_CHECK(out.sizes() == x.sizes() && out.is_contiguous(at::MemoryFormat::ChannelsLast),
