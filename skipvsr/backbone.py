@@ -470,6 +470,7 @@ class BasicVSR(nn.Module):
                 reuse_targets,
                 precision,
                 convs[name],
+                taps,
             )
 
         split = routed and route.backward_budget is not None and route.block_budget is not None

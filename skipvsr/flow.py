@@ -202,26 +202,25 @@ class WarpPlan:
         pixel_rows(out).index_copy_(0, pixels, warped.to(x.dtype).to(out.dtype))
 
     def warp_add_(
-        self, x: torch.Tensor, h: torch.Tensor, cast_into: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Warped ``x`` ``(N, C, H, W)`` (as ``self(x)``), added into ``h`` in place
-        (:func:`skipvsr.kernels.residual_add_`, which also casts ``h`` into ``cast_into`` where
-        given): in one pass where :func:`skipvsr.kernels.warps` takes ``x`` and ``h`` is a
-        contiguous channels-last float32 map, else the warp and then the add."""
+        self, xs: list[torch.Tensor], h: torch.Tensor, cast_into: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """Each of ``xs`` (maps of ``h``'s shape ``(N, C, H, W)``) warped as ``self(x)`` and added
+        into ``h`` in place, one after another (:func:`skipvsr.kernels.residual_add_`), casting
+        ``h`` after the last add into ``cast_into`` where given; returns the warped maps. In
+        one pass over ``h`` where :func:`skipvsr.kernels.warps` takes every map as bf16 and
+        ``h`` is a contiguous channels-last float32 map (:func:`kernels.warp_add_run_`), else
+        warp by warp and add by add."""
         fused = (
-            kernels.warps(x)
-            and x.dtype == torch.bfloat16
+            all(kernels.warps(x) and x.dtype == torch.bfloat16 and x.shape == h.shape for x in xs)
             and h.dtype == torch.float32
-            and h.shape == x.shape
             and h.is_contiguous(memory_format=torch.channels_last)
         )
-        if not fused:
-            warped = self(x)
-            kernels.residual_add_(h, warped, cast_into)
-            return warped
-        out = torch.empty_like(x, memory_format=torch.channels_last)
-        kernels.warp_rows_(x, *self.kernel_taps(x.dtype), out, None, h, cast_into)
-        return out
+        if fused:
+            return kernels.warp_add_run_(xs, *self.kernel_taps(torch.bfloat16), h, cast_into)
+        warped = [self(x) for x in xs]
+        for i, u in enumerate(warped):
+            kernels.residual_add_(h, u, cast_into if i == len(warped) - 1 else None)
+        return warped
 
     def warp_boxes(self, x: torch.Tensor, out: torch.Tensor, boxes: list[Box]) -> None:
         """Write the warped ``x`` into ``out`` (both ``(N, C, H, W)``) on ``boxes`` only: the

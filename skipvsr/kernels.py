@@ -12,10 +12,11 @@ several (AMX Xeon, 2 threads, 64 channels at 180x320 unless said):
   zero border, copying whole pixel rows. Bit for bit (a copy).
 * :func:`gather_cells`, :func:`zero_outside_`, :func:`scatter_cells_`: a routed block's running
   cells as one batch through its two convs, rather than one conv pair per box of cells.
-* :func:`warp_rows_`: a bf16 map warped along a flow by its bilinear taps
-  (:class:`skipvsr.flow.WarpPlan`), optionally added into the float32 stream (and cast into
-  the next block's input) in the same pass: a block skipped everywhere reuses its update in
-  one pass instead of embedding_bag's warp and the add. Bit for bit the torch ops' numbers.
+* :func:`warp_rows_`, :func:`warp_add_run_`: a map warped along a flow by its bilinear taps
+  (:class:`skipvsr.flow.WarpPlan`), and a run of blocks skipped everywhere whose reused updates
+  are warped and added into the float32 stream (the next block's input cast after them) in
+  one pass over it, instead of embedding_bag's warp and an add per block. Bit for bit the
+  torch ops' numbers.
 * :func:`score_inputs`, :func:`refresh_cells_`: a routed block's estimator inputs (the strided
   cast of the stream, the warped cached input, their patch-mean difference) in one pass, and
   the cached input refreshed on the running patches in place. Bit for bit.
@@ -290,23 +291,34 @@ def warp_rows_(
     weights: torch.Tensor,
     out: torch.Tensor,
     pixels: torch.Tensor | None = None,
-    h: torch.Tensor | None = None,
-    cast_into: torch.Tensor | None = None,
 ) -> None:
-    """``out`` = ``x`` warped by its bilinear taps, at ``pixels`` only where given; and where
-    ``h`` is given, ``h += out`` there, then ``cast_into`` = ``h`` rounded to bf16.
+    """``out`` = ``x`` warped by its bilinear taps, at ``pixels`` only where given.
 
     ``x`` ``(B, C, H, W)`` bf16 or float32 contiguous channels-last (:func:`warps`), ``out`` of
     its shape and dtype (bf16: contiguous channels-last; float32: pixel rows of ``C`` values
     that may lie a fixed stride apart, e.g. a channel slice of a wider channels-last map);
     ``rows`` ``(B*H*W, 4)`` int64 source pixels and ``weights`` ``(B*H*W, 4)`` bilinear weights
     in ``x``'s dtype (:meth:`skipvsr.flow.WarpPlan.taps`); ``pixels`` ``(n,)`` int64 indices
-    into the ``B*H*W`` pixels; ``h`` ``(B, C, H, W)`` float32 contiguous channels-last and
-    ``cast_into`` bf16 of that shape, pixel rows of ``C`` contiguous values (the inside of a
-    zero-bordered map), with a bf16 ``x`` only. embedding_bag's numbers: bf16 taps summed in
-    float32 in their order and rounded half away from zero, float32 taps as fused
-    multiply-adds in their order; the add and the cast are :func:`residual_add_`'s."""
-    extension().warp_rows_(x, rows, weights, out, pixels, h, cast_into)
+    into the ``B*H*W`` pixels. embedding_bag's numbers: bf16 taps summed in float32 in their
+    order and rounded half away from zero, float32 taps as fused multiply-adds in their order."""
+    extension().warp_rows_(x, rows, weights, out, pixels)
+
+
+def warp_add_run_(
+    xs: list[torch.Tensor],
+    rows: torch.Tensor,
+    weights: torch.Tensor,
+    h: torch.Tensor,
+    cast_into: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """A run of blocks skipped everywhere, in order: for each cached update ``x`` of ``xs``
+    (bf16, as :func:`warps` takes them, each of ``h``'s shape) its warp (:func:`warp_rows_`),
+    added into the float32 stream ``h`` ``(B, C, H, W)`` contiguous channels-last, then
+    ``cast_into`` = ``h`` rounded to bf16 where given. One pass over ``h`` for the run; bit for
+    bit :func:`warp_rows_` block by block. Returns the warped updates."""
+    outs = [torch.empty_like(x, memory_format=torch.channels_last) for x in xs]
+    extension().warp_add_run_(xs, rows, weights, outs, h, cast_into)
+    return outs
 
 
 def score_inputs(

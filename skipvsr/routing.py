@@ -567,7 +567,9 @@ class Router:
     previous features to score) and of any ``reuse`` route (no update to reuse yet), and every
     ``route.refresh``-th frame. Budgets are spread over the frames that are not forced.
     ``convs``: the trunk's :meth:`skipvsr.backbone.Trunk.block_convs` for ``precision``, cast
-    once for the clip (else each block casts its weights when it runs).
+    once for the clip (else each block casts its weights when it runs). ``taps``: the trunk's
+    tapped depths (:class:`skipvsr.backbone.Trunk`), whose features a run of skipped blocks
+    must not jump over (:meth:`_reuse_add_`).
     """
 
     def __init__(
@@ -584,9 +586,11 @@ class Router:
         reuse_targets: bool = False,
         precision: str = "fp32",
         convs: list[BlockConvs] | None = None,
+        taps: tuple[int, ...] = (),
     ) -> None:
         check_precision(precision)
         self.convs = convs
+        self.taps = taps
         self.route = route
         self.precision = precision
         self.grid = grid
@@ -624,7 +628,10 @@ class Router:
         self._rounded: tuple[torch.Tensor, torch.Tensor] | None = None
         # h after the last block's add, cast by that add into the next block's input (_next_ring)
         self._ready: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._runs_everywhere: list[bool] = []  # per block on this frame, where known in advance
+        # per block on this frame, where known in advance (else False)
+        self._runs_everywhere: list[bool] = []
+        self._skips_everywhere: list[bool] = []
+        self._merged_until = 0  # blocks before this one were applied by a run (_reuse_add_)
         self.targets = targets
         self.target_every = target_every
         self.reuse_targets = reuse_targets
@@ -686,10 +693,13 @@ class Router:
         self.thresholds.append(-1.0 if tau is None else tau)
         self.step += 1
         self._ready = None
+        self._merged_until = 0
+        self._skips_everywhere = [False] * self.num_blocks
         if self._full_frame:
             self._runs_everywhere = [True] * self.num_blocks
         elif r.policy != "learned":
             self._runs_everywhere = self._plan.flatten(1).all(1).tolist()
+            self._skips_everywhere = self._plan.flatten(1).any(1).logical_not().tolist()
         else:
             self._runs_everywhere = [False] * self.num_blocks  # decided block by block
 
@@ -964,6 +974,8 @@ class Router:
         caller holds ``h`` no longer, so ``gather`` execution may add the update into it
         (unless a cache of the router shares it)."""
         mask_mode = self.route.execution == "mask"
+        if m < self._merged_until:  # applied with the run of skipped blocks before it
+            return h
         prec = block_precision(self.precision, m)
         if self.route.skip == "identity":
             if mask_mode:
@@ -1036,14 +1048,32 @@ class Router:
 
     def _reuse_add_(self, m: int, h: torch.Tensor) -> torch.Tensor:
         """Block ``m`` skipped everywhere, ``h`` free to overwrite: its cached update warped onto
-        this frame and added into ``h`` in one pass (:meth:`WarpPlan.warp_add_`), also casting
-        ``h`` into the next block's input where :meth:`_next_ring` asks. The numbers of
-        :meth:`reused_update` and the add in :meth:`apply`, bit for bit."""
-        ring = self._next_ring(m, h)
+        this frame and added into ``h`` (:meth:`WarpPlan.warp_add_`), together with the blocks
+        after it that the frame's plan skips everywhere too (frozen policies: `rotate` at 0.43
+        skips 3 in a row on average), in one pass over ``h``; ``h`` is then cast into the next
+        block's input where :meth:`_next_ring` asks. :meth:`apply` returns ``h`` unchanged for
+        the blocks of the run after ``m``. The numbers of :meth:`reused_update` and the adds
+        block by block, bit for bit."""
+        run = [m]
+        nxt = m + 1
+        while (
+            nxt < self.num_blocks
+            and self._skips_everywhere[nxt]
+            and nxt not in self.taps  # the trunk reads h before that block
+            and self.updates[nxt] is not None
+            and not self._warped[nxt]
+            and self.updates[nxt].dtype == self.updates[m].dtype
+        ):
+            run.append(nxt)
+            nxt += 1
+        ring = self._next_ring(nxt - 1, h)
         ready = empty_bordered(tuple(h.shape), ring, torch.bfloat16, h.device) if ring else None
         inside = ready[:, :, ring:-ring, ring:-ring] if ring else None
-        self.updates[m] = self._warp.warp_add_(self.updates[m], h, inside)
-        self._warped[m] = True
+        warped = self._warp.warp_add_([self.updates[j] for j in run], h, inside)
+        for j, update in zip(run, warped, strict=True):
+            self.updates[j] = update
+            self._warped[j] = True
+        self._merged_until = nxt
         self._rounded = None  # its cast of h would be stale
         self._ready = (h, ready) if ring else None
         return h

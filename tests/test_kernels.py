@@ -244,8 +244,13 @@ def test_warp_kernel_writes_only_the_given_pixels(fused, monkeypatch):
 
 
 @pytest.mark.parametrize("ring", [0, 2])
-def test_warp_add_is_the_warp_then_the_fused_add(fused, ring, monkeypatch):
-    x, plan = _warp_case((2, 64, 7, 9), seed=2)
+@pytest.mark.parametrize("length", [1, 3])
+def test_warp_add_is_the_warps_then_the_adds(fused, ring, length, monkeypatch):
+    """A run of skipped blocks' updates warped and added in one pass over the stream, the
+    next block's input cast after the last: the warps and adds one by one, bit for bit."""
+    cases = [_warp_case((2, 64, 7, 9), seed=2 + i) for i in range(length)]
+    plan = cases[0][1]
+    xs = [x for x, _ in cases]
     h = torch.randn(2, 64, 7, 9).contiguous(memory_format=CL)
     h_torch = h.clone()
 
@@ -253,13 +258,15 @@ def test_warp_add_is_the_warp_then_the_fused_add(fused, ring, monkeypatch):
         return routing.empty_bordered(tuple(h.shape), ring, torch.bfloat16, h.device)
 
     got_in = bordered() if ring else None
-    inside = got_in[:, :, ring:-ring, ring:-ring] if ring else None
-    got = plan.warp_add_(x, h, inside)
+    got = plan.warp_add_(xs, h, got_in[:, :, ring:-ring, ring:-ring] if ring else None)
     _torch_warp(monkeypatch)
-    want = plan(x)
+    want = [plan(x) for x in xs]
     want_in = bordered() if ring else None
-    kernels.residual_add_(h_torch, want, want_in[:, :, ring:-ring, ring:-ring] if ring else None)
-    assert torch.equal(got, want) and torch.equal(h, h_torch)
+    for i, u in enumerate(want):
+        last = ring and i == length - 1
+        kernels.residual_add_(h_torch, u, want_in[:, :, ring:-ring, ring:-ring] if last else None)
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    assert torch.equal(h, h_torch)
     if ring:
         assert torch.equal(got_in, want_in)
 
@@ -282,19 +289,59 @@ def test_routed_network_is_the_same_with_the_warp_kernel(fused, route, monkeypat
     where a block skips everywhere): the picture is bit for bit embedding_bag's."""
     model = tiny_model(num_feat=16).channels_last()
     lr = moving_clip(5, 16, 20)[None]
-    calls = []
-    original = kernels.warp_rows_
+    runs = []
+    original = kernels.warp_add_run_
 
-    def counted(x, rows, weights, out, pixels=None, h=None, cast_into=None):
-        calls.append(h is not None)  # added into the stream
-        return original(x, rows, weights, out, pixels, h, cast_into)
+    def counted(xs, *args):
+        runs.append(len(xs))  # blocks skipped everywhere, warped and added in one pass
+        return original(xs, *args)
 
-    monkeypatch.setattr(kernels, "warp_rows_", counted)
+    monkeypatch.setattr(kernels, "warp_add_run_", counted)
     with torch.no_grad():
         got = model(lr, route=route, precision="mixed").sr
         _torch_warp(monkeypatch)
         want = model(lr, route=route, precision="mixed").sr
-    assert calls and any(calls) and torch.equal(got, want)
+    assert runs and torch.equal(got, want)
+    if route.policy == "rotate":
+        assert max(runs) > 1  # the plan's consecutive skips went as one run
+
+
+def test_a_run_of_skipped_blocks_stops_at_a_tapped_depth(fused, monkeypatch):
+    """Features tapped inside a run of skipped blocks are the stream at that depth: the run
+    ends there, and every tap and the picture equal block-by-block execution."""
+    model = tiny_model(num_feat=16, num_block=8).channels_last()
+    lr = moving_clip(4, 16, 20)[None]
+    route = Route(policy="rotate", keep=0.25, cell=8)
+    runs = []
+    original = kernels.warp_add_run_
+    monkeypatch.setattr(
+        kernels, "warp_add_run_", lambda xs, *a: runs.append(len(xs)) or original(xs, *a)
+    )
+    with torch.no_grad():
+        got = model(lr, route=route, precision="mixed", taps=(4,))
+        whole = model(lr, route=route, precision="mixed")
+        monkeypatch.setattr(
+            routing.Router, "_reuse_add_", _single_block_reuse(routing.Router._reuse_add_)
+        )
+        want = model(lr, route=route, precision="mixed", taps=(4,))
+    assert max(runs) > 1
+    assert torch.equal(got.sr, want.sr) and torch.equal(got.sr, whole.sr)
+    for name in ("backward", "forward"):
+        pairs = zip(got.features[name][4], want.features[name][4], strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs)
+
+
+def _single_block_reuse(reuse_add):
+    """``Router._reuse_add_`` with every run cut to its first block."""
+
+    def single(self, m, h):
+        plan, self._skips_everywhere = self._skips_everywhere, [False] * self.num_blocks
+        try:
+            return reuse_add(self, m, h)
+        finally:
+            self._skips_everywhere = plan
+
+    return single
 
 
 @pytest.mark.parametrize(

@@ -231,10 +231,6 @@ void scatter_cells_(const torch::Tensor& upd, const torch::Tensor& cells, torch:
 // embedding_bag gathers it: out[p] = bf16(w0 x[r0] + w1 x[r1] + w2 x[r2] + w3 x[r3]), the four
 // taps of pixel p summed in float32 in that order (each product of two bf16 values is exact
 // in float32) and rounded half away from zero, as fbgemm's embedding_bag rounds its bf16 output.
-// Optionally, in the same pass, the float32 stream h[p] += float(out[p]) (the add of a skipped
-// block's reused update) and cast_into[p] = bf16(h[p]) rounded half to even (torch's cast, as
-// in residual_add_). A block skipped everywhere then reads its cached update once and writes
-// the warped update and the stream once, where embedding_bag and the add took two passes.
 // pixels: the pixels to warp (all where undefined). The next pixel's source rows are
 // prefetched: they are scattered along the flow.
 inline __m256 bf16x8_to_float(const uint16_t* s) {
@@ -304,19 +300,7 @@ void warp_pixels(const WarpArgs& a, int64_t begin, int64_t end, int64_t C) {
     if (i + 2 < end) prefetch_taps(a, a.pixels ? a.pixels[i + 2] : i + 2, C);  // scattered along the flow
     warp_sum<V>(a, p, C, v, acc);
     uint16_t* o = a.out + p * C;
-    float* hr = a.h ? a.h + p * C : nullptr;
-    for (int j = 0; j < v; j += 2) {
-      const __m256i lo = round_away(acc[j]), hi = round_away(acc[j + 1]);
-      store_bf16x16(o + 8 * j, lo, hi);
-      if (hr == nullptr) continue;
-      _mm256_storeu_ps(hr + 8 * j, _mm256_add_ps(_mm256_loadu_ps(hr + 8 * j), bf16_lanes_to_float(lo)));
-      _mm256_storeu_ps(hr + 8 * j + 8, _mm256_add_ps(_mm256_loadu_ps(hr + 8 * j + 8), bf16_lanes_to_float(hi)));
-    }
-    if (a.cast != nullptr) {
-      const int64_t b = p / (a.H * a.W), y = (p / a.W) % a.H, x = p % a.W;
-      uint16_t* c = a.cast + b * a.cast_s0 + y * a.cast_s2 + x * a.cast_s3;
-      for (int64_t k = 0; k < C; ++k) c[k] = float_to_bf16(hr[k]);
-    }
+    for (int j = 0; j < v; j += 2) store_bf16x16(o + 8 * j, round_away(acc[j]), round_away(acc[j + 1]));
   }
 }
 
@@ -352,12 +336,10 @@ void warp_pixels_f32(const float* table, const int64_t* rows, const float* weigh
 }
 
 void warp_rows_(const torch::Tensor& x, const torch::Tensor& rows, const torch::Tensor& weights, torch::Tensor out,
-                const c10::optional<torch::Tensor>& pixels, const c10::optional<torch::Tensor>& h,
-                const c10::optional<torch::Tensor>& cast_into) {
+                const c10::optional<torch::Tensor>& pixels) {
   if (x.scalar_type() == at::kFloat) {
     TORCH_CHECK(out.scalar_type() == at::kFloat && weights.scalar_type() == at::kFloat,
                 "a float32 x needs float32 out and weights");
-    TORCH_CHECK(!h && !cast_into, "h and cast_into go with a bfloat16 x only");
     TORCH_CHECK(x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be contiguous channels-last");
     const int64_t C = x.size(1), P = x.size(0) * x.size(2) * x.size(3), ps = out.dim() == 4 ? out.stride(3) : 0;
     TORCH_CHECK(C % 8 == 0 && C <= 256, "x must have a multiple of 8 channels up to 256");
@@ -404,21 +386,76 @@ void warp_rows_(const torch::Tensor& x, const torch::Tensor& rows, const torch::
     a.pixels = pixels->data_ptr<int64_t>();
     n = pixels->numel();
   }
-  if (h) {
-    TORCH_CHECK(h->scalar_type() == at::kFloat && h->sizes() == x.sizes() &&
-                    h->is_contiguous(at::MemoryFormat::ChannelsLast), "h must be float32 contiguous channels-last of x's shape");
-    a.h = h->data_ptr<float>();
-  }
-  if (cast_into) {
-    TORCH_CHECK(a.h != nullptr, "cast_into needs h");
-    check_rows(*cast_into, "cast_into", x);
-    TORCH_CHECK(cast_into->scalar_type() == at::kBFloat16, "cast_into must be bfloat16");
-    a.cast = static_cast<uint16_t*>(cast_into->data_ptr());
-    a.cast_s0 = cast_into->stride(0), a.cast_s2 = cast_into->stride(2), a.cast_s3 = cast_into->stride(3);
-  }
   at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
     if (C == 64) warp_pixels<8>(a, begin, end, C);
     else warp_pixels<0>(a, begin, end, C);
+  });
+}
+
+// warp_add_run_: a run of blocks skipped everywhere, one after another: for each block j in
+// order, out_j = its cached update x_j warped (warp_rows_'s numbers) and h += out_j, with h's
+// pixel row held in registers across the run: the stream is read and written once for the run
+// instead of once per block, with every value summed in the same order as block by block (bit
+// for bit). Optionally cast_into = bf16(h) after the last add (the next block's input).
+template <int V>
+void warp_add_run(const std::vector<WarpArgs>& as, int64_t C, int64_t begin, int64_t end) {
+  const int v = V > 0 ? V : int(C / 8);
+  __m256 acc[V > 0 ? V : 32], hv[V > 0 ? V : 32];
+  const WarpArgs& first = as[0];
+  for (int64_t p = begin; p < end; ++p) {
+    if (p + 2 < end)
+      for (const WarpArgs& a : as) prefetch_taps(a, p + 2, C);
+    float* hr = first.h + p * C;
+    for (int j = 0; j < v; ++j) hv[j] = _mm256_loadu_ps(hr + 8 * j);
+    for (const WarpArgs& a : as) {
+      warp_sum<V>(a, p, C, v, acc);
+      uint16_t* o = a.out + p * C;
+      for (int j = 0; j < v; j += 2) {
+        const __m256i lo = round_away(acc[j]), hi = round_away(acc[j + 1]);
+        store_bf16x16(o + 8 * j, lo, hi);
+        hv[j] = _mm256_add_ps(hv[j], bf16_lanes_to_float(lo));
+        hv[j + 1] = _mm256_add_ps(hv[j + 1], bf16_lanes_to_float(hi));
+      }
+    }
+    for (int j = 0; j < v; ++j) _mm256_storeu_ps(hr + 8 * j, hv[j]);
+    if (first.cast != nullptr) {
+      const int64_t b = p / (first.H * first.W), y = (p / first.W) % first.H, x = p % first.W;
+      uint16_t* c = first.cast + b * first.cast_s0 + y * first.cast_s2 + x * first.cast_s3;
+      for (int64_t k = 0; k < C; ++k) c[k] = float_to_bf16(hr[k]);
+    }
+  }
+}
+
+void warp_add_run_(const std::vector<torch::Tensor>& xs, const torch::Tensor& rows, const torch::Tensor& weights,
+                   const std::vector<torch::Tensor>& outs, torch::Tensor h, const c10::optional<torch::Tensor>& cast_into) {
+  TORCH_CHECK(!xs.empty() && xs.size() == outs.size(), "xs and outs must be lists of one length, at least 1");
+  TORCH_CHECK(h.scalar_type() == at::kFloat && h.dim() == 4 && h.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "h must be float32 contiguous channels-last");
+  const int64_t C = h.size(1), P = h.size(0) * h.size(2) * h.size(3);
+  TORCH_CHECK(C == 64 || (C % 16 == 0 && C <= 256), "h must have 64 channels, or a multiple of 16 up to 256");
+  TORCH_CHECK(rows.scalar_type() == at::kLong && rows.is_contiguous() && rows.numel() == 4 * P, "rows must be int64 (P, 4)");
+  TORCH_CHECK(weights.scalar_type() == at::kBFloat16 && weights.is_contiguous() && weights.numel() == 4 * P,
+              "weights must be bfloat16 (P, 4)");
+  std::vector<WarpArgs> as;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    for (const torch::Tensor* t : std::initializer_list<const torch::Tensor*>{&xs[i], &outs[i]}) {
+      TORCH_CHECK(t->scalar_type() == at::kBFloat16 && t->sizes() == h.sizes() &&
+                      t->is_contiguous(at::MemoryFormat::ChannelsLast),
+                  "xs and outs must be bf16 contiguous channels-last maps of h's shape");
+    }
+    as.push_back({static_cast<const uint16_t*>(xs[i].data_ptr()), rows.data_ptr<int64_t>(),
+                  static_cast<const uint16_t*>(weights.data_ptr()), nullptr, static_cast<uint16_t*>(outs[i].data_ptr()),
+                  h.data_ptr<float>(), nullptr, h.size(2), h.size(3), 0, 0, 0});
+  }
+  if (cast_into) {
+    check_rows(*cast_into, "cast_into", h);
+    TORCH_CHECK(cast_into->scalar_type() == at::kBFloat16, "cast_into must be bfloat16");
+    as[0].cast = static_cast<uint16_t*>(cast_into->data_ptr());
+    as[0].cast_s0 = cast_into->stride(0), as[0].cast_s2 = cast_into->stride(2), as[0].cast_s3 = cast_into->stride(3);
+  }
+  at::parallel_for(0, P, 64, [&](int64_t begin, int64_t end) {
+    if (C == 64) warp_add_run<8>(as, C, begin, end);
+    else warp_add_run<0>(as, C, begin, end);
   });
 }
 
@@ -539,9 +576,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gather_cells_", &gather_cells_, "running cells with their halo, as one batch");
   m.def("zero_outside_", &zero_outside_, "zero a cell batch outside the frame");
   m.def("scatter_cells_", &scatter_cells_, "a cell batch written back into its map");
-  m.def("warp_rows_", &warp_rows_, "a bf16 channels-last map warped by its bilinear taps, optionally added into h",
-        py::arg("x"), py::arg("rows"), py::arg("weights"), py::arg("out"), py::arg("pixels") = py::none(),
-        py::arg("h") = py::none(), py::arg("cast_into") = py::none());
+  m.def("warp_rows_", &warp_rows_, "a channels-last map warped by its bilinear taps",
+        py::arg("x"), py::arg("rows"), py::arg("weights"), py::arg("out"), py::arg("pixels") = py::none());
+  m.def("warp_add_run_", &warp_add_run_, "a run of skipped blocks' reused updates warped and added into h in one pass",
+        py::arg("xs"), py::arg("rows"), py::arg("weights"), py::arg("outs"), py::arg("h"),
+        py::arg("cast_into") = py::none());
   m.def("score_inputs_", &score_inputs_, "a warped-difference estimator's inputs and patch means in one pass");
   m.def("refresh_cells_", &refresh_cells_, "a cached map refreshed from a fresh one on the running patches");
 }
