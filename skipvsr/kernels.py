@@ -1,5 +1,6 @@
-"""What this machine offers the network: its CPU flags, skipvsr's cache folder, and fused CPU
-kernels for the passes around the convs, built for it once.
+"""What this machine offers the network: its CPU flags, skipvsr's cache folder, oneDNN's
+convolutions with their activation fused (:func:`conv_leaky_relu`, and the channels-last
+layouts they take), and fused CPU kernels for the passes around the convs, built for it once.
 
 The kernels (``csrc/fused.cpp``) each do in one pass over channels-last maps what torch does in
 several (AMX Xeon, 2 threads, 64 channels at 180x320 unless said):

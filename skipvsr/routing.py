@@ -866,7 +866,7 @@ class Router:
             and self.route.score_stride > 1
             and self.cache_dtype(m) == torch.bfloat16
             and kernels.warps(prev)
-            and kernels.fuses(h, h)
+            and kernels.fuses(h, h)  # h: a float32 channels-last stream, rows the kernel reads
         )
 
     def decide(self, m: int, h: torch.Tensor) -> torch.Tensor:
