@@ -304,6 +304,13 @@ void warp_pixels(const WarpArgs& a, int64_t begin, int64_t end, int64_t C) {
   }
 }
 
+// rows (P, 4) int64 and weights (P, 4) of dtype: a WarpPlan's bilinear taps of P pixels
+void check_taps(const torch::Tensor& rows, const torch::Tensor& weights, int64_t P, at::ScalarType dtype) {
+  TORCH_CHECK(rows.scalar_type() == at::kLong && rows.is_contiguous() && rows.numel() == 4 * P, "rows must be int64 (P, 4)");
+  TORCH_CHECK(weights.scalar_type() == dtype && weights.is_contiguous() && weights.numel() == 4 * P,
+              "weights must be (P, 4) in the map's dtype");
+}
+
 // The float32 warp: out[p] = w0 x[r0] + w1 x[r1] + w2 x[r2] + w3 x[r3] as fused multiply-adds
 // from 0 in tap order, as fbgemm's float32 embedding_bag sums them. out's pixels may lie a
 // stride apart (a channel slice of a wider channels-last map: the trunk's input, whose first
@@ -347,8 +354,7 @@ void warp_rows_(const torch::Tensor& x, const torch::Tensor& rows, const torch::
                     out.size(3) == x.size(3) && out.stride(1) == 1 && ps >= C && out.stride(2) == ps * out.size(3) &&
                     (out.size(0) == 1 || out.stride(0) == out.stride(2) * out.size(2)),
                 "out must be x's shape, its pixels rows of C channels a fixed stride apart");
-    TORCH_CHECK(rows.scalar_type() == at::kLong && rows.is_contiguous() && rows.numel() == 4 * P, "rows must be int64 (P, 4)");
-    TORCH_CHECK(weights.is_contiguous() && weights.numel() == 4 * P, "weights must be float32 (P, 4)");
+    check_taps(rows, weights, P, at::kFloat);
     const int64_t* px = nullptr;
     int64_t n = P;
     if (pixels) {
@@ -373,9 +379,7 @@ void warp_rows_(const torch::Tensor& x, const torch::Tensor& rows, const torch::
               "out must be contiguous channels-last of x's shape");
   const int64_t C = x.size(1), P = x.size(0) * x.size(2) * x.size(3);
   TORCH_CHECK(C == 64 || (C % 16 == 0 && C <= 256), "x must have 64 channels, or a multiple of 16 up to 256");
-  TORCH_CHECK(rows.scalar_type() == at::kLong && rows.is_contiguous() && rows.numel() == 4 * P, "rows must be int64 (P, 4)");
-  TORCH_CHECK(weights.scalar_type() == at::kBFloat16 && weights.is_contiguous() && weights.numel() == 4 * P,
-              "weights must be bfloat16 (P, 4)");
+  check_taps(rows, weights, P, at::kBFloat16);
   WarpArgs a{static_cast<const uint16_t*>(x.data_ptr()), rows.data_ptr<int64_t>(),
              static_cast<const uint16_t*>(weights.data_ptr()), nullptr, static_cast<uint16_t*>(out.data_ptr()),
              nullptr, nullptr, x.size(2), x.size(3), 0, 0, 0};
@@ -433,9 +437,7 @@ void warp_add_run_(const std::vector<torch::Tensor>& xs, const torch::Tensor& ro
               "h must be float32 contiguous channels-last");
   const int64_t C = h.size(1), P = h.size(0) * h.size(2) * h.size(3);
   TORCH_CHECK(C == 64 || (C % 16 == 0 && C <= 256), "h must have 64 channels, or a multiple of 16 up to 256");
-  TORCH_CHECK(rows.scalar_type() == at::kLong && rows.is_contiguous() && rows.numel() == 4 * P, "rows must be int64 (P, 4)");
-  TORCH_CHECK(weights.scalar_type() == at::kBFloat16 && weights.is_contiguous() && weights.numel() == 4 * P,
-              "weights must be bfloat16 (P, 4)");
+  check_taps(rows, weights, P, at::kBFloat16);
   std::vector<WarpArgs> as;
   for (size_t i = 0; i < xs.size(); ++i) {
     for (const torch::Tensor* t : std::initializer_list<const torch::Tensor*>{&xs[i], &outs[i]}) {
@@ -526,9 +528,7 @@ void score_inputs_(const torch::Tensor& h, int64_t stride, const torch::Tensor& 
   TORCH_CHECK(pooled.scalar_type() == at::kBFloat16 && pooled.dim() == 4 && pooled.size(0) == B && pooled.size(1) == C &&
                   pooled.size(2) == nH && pooled.size(3) == nW && pooled.is_contiguous(at::MemoryFormat::ChannelsLast),
               "pooled must be bf16 contiguous channels-last (B, C, nH, nW)");
-  TORCH_CHECK(rows.scalar_type() == at::kLong && rows.is_contiguous() && rows.numel() == 4 * P, "rows must be int64 (P, 4)");
-  TORCH_CHECK(weights.scalar_type() == at::kBFloat16 && weights.is_contiguous() && weights.numel() == 4 * P,
-              "weights must be bfloat16 (P, 4)");
+  check_taps(rows, weights, P, at::kBFloat16);
   WarpArgs a{static_cast<const uint16_t*>(prev.data_ptr()), rows.data_ptr<int64_t>(),
              static_cast<const uint16_t*>(weights.data_ptr()), nullptr, nullptr, nullptr, nullptr, Hs, Ws, 0, 0, 0};
   const int64_t hs[4] = {h.stride(0), h.stride(1), h.stride(2), h.stride(3)};
