@@ -2,15 +2,20 @@
 network, from alternating runs in one process (an A/B: this VM's timings drift between runs).
 
     python benchmarks/kernels_ab.py [--model skipvsr-vimeo-bi] [--budgets 0.8,0.63]
-        [--cells 32,frame] [--without all|cells] [--frames 5] [--rounds 5] [--threads 2]
+        [--cells 32,frame] [--policy learned|rotate]
+        [--without all|cells|warps|estimator|runs] [--frames 5] [--rounds 5] [--threads 2]
 
-``--without all`` runs the B side with every kernel off (``kernels.extension`` returning
-``None``, as with ``SKIPVSR_KERNELS=0``); ``--without cells`` turns off the routed cell batches
-only, so routed blocks compute box by box. Each round runs the full network and each (budget,
-cell) once with the kernels and once without, in turn (which side goes first alternates), on real
-frames with the flows computed once beforehand, in ``mixed``. Printed: the median over the rounds
-of each pair's time ratio (with / without) and, with ``--check``, the largest output difference
-between the two sides. Run it alone on the machine.
+``--without`` picks what the B side runs without: ``all``, every kernel (``kernels.extension``
+returning ``None``, as with ``SKIPVSR_KERNELS=0``); ``cells``, the routed cell batches only
+(routed blocks compute box by box); ``warps``, the warp kernels (``embedding_bag`` warps every
+map, a skipped block warps and then adds, the estimator reads its inputs through torch ops);
+``estimator``, only the estimator's inputs in one pass (``kernels.score_inputs``,
+``kernels.refresh_cells_``); ``runs``, a run of blocks skipped everywhere in one pass over the
+stream (each block of the run then warps and adds on its own). Each round runs the full network
+and each (budget, cell) once with the kernels and once without, in turn (which side goes first
+alternates), on real frames with the flows computed once beforehand, in ``mixed``. Printed: the
+median over the rounds of each pair's time ratio (with / without) and, with ``--check``, the
+largest output difference between the two sides. Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench import cpu_info, real_frames  # noqa: E402
-from skipvsr import kernels  # noqa: E402
+from skipvsr import kernels, routing  # noqa: E402
 from skipvsr.cli.args import cell_size  # noqa: E402
+from skipvsr.flow import WarpPlan  # noqa: E402
 from skipvsr.routing import FRAME_CELL, Route  # noqa: E402
 from skipvsr.video.heap import tune_allocator  # noqa: E402
 from skipvsr.weights import load_model  # noqa: E402
@@ -38,7 +44,10 @@ def main() -> int:
     p.add_argument("--model", default="skipvsr-vimeo-bi")
     p.add_argument("--budgets", default="0.8,0.63")
     p.add_argument("--cells", default="32", help="comma list of sizes in LR pixels or 'frame'")
-    p.add_argument("--without", choices=("all", "cells"), default="all")
+    p.add_argument(
+        "--without", choices=("all", "cells", "warps", "estimator", "runs"), default="all"
+    )
+    p.add_argument("--policy", choices=("learned", "rotate"), default="learned")
     p.add_argument("--frames", type=int, default=5)
     p.add_argument("--size", default="180x320")
     p.add_argument("--rounds", type=int, default=5)
@@ -56,15 +65,33 @@ def main() -> int:
     routes: dict[str, Route | None] = {"full": None}
     for b in (float(v) for v in args.budgets.split(",")):
         for c in (cell_size(v) for v in args.cells.split(",")):
-            name = f"learned {b:.2f} cell {'frame' if c == FRAME_CELL else c}"
-            routes[name] = Route.for_budget(b, cell=c)
-    built, batches = kernels.extension, kernels.batches_cells
+            name = f"{args.policy} {b:.2f} cell {'frame' if c == FRAME_CELL else c}"
+            routes[name] = Route.for_budget(b, cell=c, policy=args.policy)
+    built, batches, warps = kernels.extension, kernels.batches_cells, kernels.warps
+    in_one_pass, refreshes, warp_add = (
+        routing.Router._scores_in_one_pass,
+        kernels.refreshes,
+        WarpPlan.warp_add_,
+    )
+
+    def block_by_block(plan, xs, h, cast_into=None):
+        return [
+            warp_add(plan, [x], h, cast_into if i == len(xs) - 1 else None)[0]
+            for i, x in enumerate(xs)
+        ]
 
     def side(on: bool) -> None:
         if args.without == "all":
             kernels.extension = built if on else (lambda: None)
-        else:
+        elif args.without == "cells":
             kernels.batches_cells = batches if on else (lambda h, out: False)
+        elif args.without == "warps":
+            kernels.warps = warps if on else (lambda x: False)
+        elif args.without == "estimator":
+            routing.Router._scores_in_one_pass = in_one_pass if on else (lambda *a: False)
+            kernels.refreshes = refreshes if on else (lambda *a: False)
+        else:
+            WarpPlan.warp_add_ = warp_add if on else block_by_block
 
     ratios: dict[str, list[float]] = {k: [] for k in routes}
     print({k: v for k, v in cpu_info().items() if k != "cpu_has"})
