@@ -124,18 +124,23 @@ class WarpPlan:
             self._taps = (torch.stack(rows, -1), torch.stack(weights, -1))
         return self._taps
 
+    def _weights(self, dtype: torch.dtype) -> torch.Tensor:
+        """:meth:`taps`' weights ``(N, H, W, 4)`` in ``dtype``: bf16 (cast once, for gathers of
+        bf16 maps), else float32."""
+        weights = self.taps()[1]
+        if dtype != torch.bfloat16:
+            return weights
+        if self._low_weights is None:
+            self._low_weights = weights.to(torch.bfloat16)
+        return self._low_weights
+
     def _rows_of(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`taps` and the table of ``x`` ``(N, C, H, W)`` channels-last that they index,
         ``(N*H*W, C)``: bfloat16 maps are gathered in bfloat16 (with bf16 weights), anything else
         in float32."""
-        rows, weights = self.taps()
-        if x.dtype == torch.bfloat16:
-            if self._low_weights is None:
-                self._low_weights = weights.to(torch.bfloat16)
-            weights, table = self._low_weights, x
-        else:
-            table = x.float()
-        return rows, weights, table.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+        table = x if x.dtype == torch.bfloat16 else x.float()
+        rows = self.taps()[0]
+        return rows, self._weights(x.dtype), table.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
     def _gather(self, x: torch.Tensor, b, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
         """Warped ``x`` on one box as ``(n, y1-y0, x1-x0, C)`` rows (channels-last path), in
@@ -153,12 +158,7 @@ class WarpPlan:
     def kernel_taps(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`taps` as ``(N*H*W, 4)`` rows and weights in ``dtype`` (bf16 or float32), for
         :func:`kernels.warp_rows_` on a map of that dtype."""
-        rows, weights = self.taps()
-        if dtype == torch.bfloat16:
-            if self._low_weights is None:
-                self._low_weights = weights.to(torch.bfloat16)
-            weights = self._low_weights
-        return rows.view(-1, 4), weights.view(-1, 4)
+        return self.taps()[0].view(-1, 4), self._weights(dtype).view(-1, 4)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Warped ``x`` ``(N, C, H, W)``, same dtype and memory format."""

@@ -344,25 +344,25 @@ void warp_pixels_f32(const float* table, const int64_t* rows, const float* weigh
 
 void warp_rows_(const torch::Tensor& x, const torch::Tensor& rows, const torch::Tensor& weights, torch::Tensor out,
                 const c10::optional<torch::Tensor>& pixels) {
+  TORCH_CHECK(x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be contiguous channels-last");
+  const int64_t C = x.size(1), P = x.size(0) * x.size(2) * x.size(3);
+  const int64_t* px = nullptr;  // the pixels to warp: all where undefined
+  int64_t n = P;
+  if (pixels) {
+    TORCH_CHECK(pixels->scalar_type() == at::kLong && pixels->is_contiguous() && pixels->dim() == 1,
+                "pixels must be int64 (n,)");
+    px = pixels->data_ptr<int64_t>();
+    n = pixels->numel();
+  }
   if (x.scalar_type() == at::kFloat) {
-    TORCH_CHECK(out.scalar_type() == at::kFloat && weights.scalar_type() == at::kFloat,
-                "a float32 x needs float32 out and weights");
-    TORCH_CHECK(x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be contiguous channels-last");
-    const int64_t C = x.size(1), P = x.size(0) * x.size(2) * x.size(3), ps = out.dim() == 4 ? out.stride(3) : 0;
+    TORCH_CHECK(out.scalar_type() == at::kFloat, "a float32 x needs a float32 out");
+    const int64_t ps = out.dim() == 4 ? out.stride(3) : 0;
     TORCH_CHECK(C % 8 == 0 && C <= 256, "x must have a multiple of 8 channels up to 256");
     TORCH_CHECK(out.dim() == 4 && out.size(0) == x.size(0) && out.size(1) == C && out.size(2) == x.size(2) &&
                     out.size(3) == x.size(3) && out.stride(1) == 1 && ps >= C && out.stride(2) == ps * out.size(3) &&
                     (out.size(0) == 1 || out.stride(0) == out.stride(2) * out.size(2)),
                 "out must be x's shape, its pixels rows of C channels a fixed stride apart");
     check_taps(rows, weights, P, at::kFloat);
-    const int64_t* px = nullptr;
-    int64_t n = P;
-    if (pixels) {
-      TORCH_CHECK(pixels->scalar_type() == at::kLong && pixels->is_contiguous() && pixels->dim() == 1,
-                  "pixels must be int64 (n,)");
-      px = pixels->data_ptr<int64_t>();
-      n = pixels->numel();
-    }
     const float* t = x.data_ptr<float>();
     const int64_t* r = rows.data_ptr<int64_t>();
     const float* w = weights.data_ptr<float>();
@@ -374,22 +374,13 @@ void warp_rows_(const torch::Tensor& x, const torch::Tensor& rows, const torch::
     return;
   }
   TORCH_CHECK(x.scalar_type() == at::kBFloat16 && out.scalar_type() == at::kBFloat16, "x and out must be bfloat16");
-  TORCH_CHECK(x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be contiguous channels-last");
   TORCH_CHECK(out.sizes() == x.sizes() && out.is_contiguous(at::MemoryFormat::ChannelsLast),
               "out must be contiguous channels-last of x's shape");
-  const int64_t C = x.size(1), P = x.size(0) * x.size(2) * x.size(3);
   TORCH_CHECK(C == 64 || (C % 16 == 0 && C <= 256), "x must have 64 channels, or a multiple of 16 up to 256");
   check_taps(rows, weights, P, at::kBFloat16);
   WarpArgs a{static_cast<const uint16_t*>(x.data_ptr()), rows.data_ptr<int64_t>(),
-             static_cast<const uint16_t*>(weights.data_ptr()), nullptr, static_cast<uint16_t*>(out.data_ptr()),
+             static_cast<const uint16_t*>(weights.data_ptr()), px, static_cast<uint16_t*>(out.data_ptr()),
              nullptr, nullptr, x.size(2), x.size(3), 0, 0, 0};
-  int64_t n = P;
-  if (pixels) {
-    TORCH_CHECK(pixels->scalar_type() == at::kLong && pixels->is_contiguous() && pixels->dim() == 1,
-                "pixels must be int64 (n,)");
-    a.pixels = pixels->data_ptr<int64_t>();
-    n = pixels->numel();
-  }
   at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
     if (C == 64) warp_pixels<8>(a, begin, end, C);
     else warp_pixels<0>(a, begin, end, C);
