@@ -34,6 +34,12 @@ if it is absent):
   than the fewest, ``s_per_frame`` at the fewest over that at the most, for the unrouted
   model (``full``) and each routed row (``routed_learned`` / ``routed_rotate``, by budget).
 
+The JSON records the CPU's AVX/AMX flags and, under ``isa_limits``, the environment variables
+that hold libraries below them. ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` holds our
+convs and OpenVINO's to AVX2 (its bf16 peer then reports ``skipped``; time ``--precision
+fp32``), but not ONNX Runtime's kernels nor torch's matmul peaks: no stand-in for an AVX2-only
+CPU against every peer.
+
 Timings are medians of ``--repeats``; ratios are what to compare across machines. The
 routed rows' ratios are medians of ratios from alternating runs (:func:`paired_times`).
 """
@@ -44,6 +50,7 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -128,6 +135,7 @@ def gemm_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 3) -> float:
 
 
 BUDGETS = (0.8, 0.63, 0.43)
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
 
 def cpu_info() -> dict:
@@ -139,6 +147,10 @@ def cpu_info() -> dict:
     except OSError:
         return {}
     info = {"fused_kernels": kernels.extension() is not None}
+    # instruction sets held below the CPU's, for emulating an older one (oneDNN, ATen, OpenVINO)
+    limits = {k: os.environ[k] for k in ISA_LIMITS if os.environ.get(k)}
+    if limits:
+        info["isa_limits"] = limits
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "model name" and "cpu_model" not in info:
@@ -169,11 +181,17 @@ def bench_peers(
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = peers.export_onnx(model, lr, Path(tmp) / "basicvsr.onnx")
-        runners = {"onnxruntime_fp32": peers.onnxruntime_runner(path, threads)}
+        builders = {"onnxruntime_fp32": lambda: peers.onnxruntime_runner(path, threads)}
         if not peers.missing("openvino"):
-            runners["openvino_fp32"] = peers.openvino_runner(path, threads, "f32")
-            runners["openvino_bf16"] = peers.openvino_runner(path, threads, "bf16")
-        for name, run in runners.items():
+            builders["openvino_fp32"] = lambda: peers.openvino_runner(path, threads, "f32")
+            builders["openvino_bf16"] = lambda: peers.openvino_runner(path, threads, "bf16")
+        for name, build in builders.items():
+            try:
+                run = build()
+            except RuntimeError as err:  # e.g. OpenVINO bf16 with oneDNN held to AVX2
+                cause = (str(err).strip().splitlines() or [type(err).__name__])[-1]  # OpenVINO's
+                out[name] = {"skipped": f"could not compile: {cause}"}  # last line says why
+                continue
             sr = run(lr)
             out[name] = {"psnr_vs_reference": psnr8(sr, ref_sr)}
             if ours is None:
@@ -389,7 +407,7 @@ def main() -> int:
             args.repeats,
             ours=lambda: up.upscale(lr),
         )
-    peers = [v for v in res.get("peers", {}).values() if isinstance(v, dict)]
+    peers = [v for v in res.get("peers", {}).values() if isinstance(v, dict) and "s_per_frame" in v]
     best = min(peers, key=lambda v: v["s_per_frame"]) if peers else None
     best_peer = best["s_per_frame"] if best else None
     if best:
