@@ -57,7 +57,7 @@ class TubeLayout:
             ys, xs = slice(y * scale, (y + h) * scale), slice(x * scale, (x + w) * scale)
             out[..., ys, xs] += tube
             weight[..., ys, xs] += 1
-        return out / weight
+        return out.div_(weight)
 
     def overhead(self) -> float:
         """LR pixels processed in tubes over pixels of the frame (>= 1)."""
