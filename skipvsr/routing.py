@@ -376,12 +376,14 @@ residual stream included, stays float32:
 
 - ``fp32``: nowhere.
 - ``mixed``: both convs of every residual block (but the second conv of the first
-  :data:`FP32_LEAD_BLOCKS` of each trunk) and the upsampler's convs; the trunks' input convs
-  stay fp32. Leading blocks' second convs kept in fp32 read the rounded activations but
-  compute and add their updates in fp32: their bf16 rounding is what moves the recurrence
-  most (Vid4 calendar, 6 frames, 8-bit output against fp32: 59.06 dB with the first two in
-  fp32, 57.21 with none, 60.0 with all thirty).
-- ``bf16``: every trunk conv, the trunks' input convs included.
+  :data:`FP32_LEAD_BLOCKS` of each trunk), the upsampler's convs, and the trunks' input
+  convs on the propagated features' channels, while their LR frame's three channels stay
+  fp32 (:func:`skipvsr.backbone.mixed_input_conv`). Leading blocks' second convs kept in fp32
+  read the rounded activations but compute and add their updates in fp32: their bf16
+  rounding is what moves the recurrence most (Vid4 calendar, 6 frames, 8-bit output against
+  fp32, input convs in fp32: 59.06 dB with the first two in fp32, 57.21 with none, 60.0 with
+  all thirty; 55.95 with none and the input convs split).
+- ``bf16``: every trunk conv, the trunks' input convs whole.
 
 In ``mixed`` and ``bf16`` SpyNet's convs compute in bf16 too (:class:`skipvsr.flow.SpyNet`),
 while the flows, their sampling grids and every warp stay fp32 (see
@@ -392,11 +394,12 @@ frames)."""
 
 FP32_LEAD_BLOCKS = 0
 """Leading residual blocks of each trunk whose second conv stays fp32 in ``mixed``. None: with
-none, ``mixed`` still meets ``auto``'s bars (Vid4 calendar 57.21 dB from fp32's output, Vid4
-BI 27.2374 against fp32's 27.2383), and an fp32 conv costs 3-4x a bf16 one on a CPU with
-native bf16 (AMX Xeon, 2 threads, 64x180x320: 19.0 against 5.6 ms), so two such blocks per
-trunk took 7 % of a trunk's time (`benchmarks/precision.py --lead-sweep 0,2` for the quality;
-one trunk's 30 blocks 409.9 -> 381.8 ms, paired ratio 0.929). Two gave 59.06 dB and 27.2380."""
+none, ``mixed`` still meets ``auto``'s bars (Vid4 calendar 55.95 dB from fp32's output, Vid4
+BI 27.2352 against fp32's 27.2383; 57.21 and 27.2374 with fp32 input convs), and an fp32
+conv costs 3-4x a bf16 one on a CPU with native bf16 (AMX Xeon, 2 threads, 64x180x320: 19.0
+against 5.6 ms), so two such blocks per trunk took 7 % of a trunk's time
+(`benchmarks/precision.py --lead-sweep 0,2` for the quality; one trunk's 30 blocks 409.9 ->
+381.8 ms, paired ratio 0.929). Two gave 59.06 dB and 27.2380 with fp32 input convs."""
 
 
 def block_precision(precision: str, m: int) -> str:

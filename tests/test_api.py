@@ -167,7 +167,8 @@ def test_bf16_keeps_the_residual_stream_and_output_in_fp32():
 
 def test_precisions_round_where_they_say():
     """``mixed``: each block's conv1 and the upsampler in bf16, conv2 in fp32 in the first
-    ``FP32_LEAD_BLOCKS`` blocks of each trunk and bf16 after; the stream in fp32."""
+    ``FP32_LEAD_BLOCKS`` blocks of each trunk and bf16 after, the trunks' input convs in bf16
+    on the features and fp32 on the LR frame; the stream in fp32."""
     from skipvsr.routing import FP32_LEAD_BLOCKS, block_precision, residual_update
 
     model = tiny_model()
@@ -192,8 +193,17 @@ def test_precisions_round_where_they_say():
         }
         trunk = model.forward_trunk
         x = torch.rand(1, 3 + model.num_feat, 8, 8)
+        # the input conv: the LR frame's 3 channels in fp32, the features' in bf16, summed in fp32
+        weight, bias = trunk.main[0].weight, trunk.main[0].bias
+        frame = torch.nn.functional.conv2d(x[:, :3], weight[:, :3], bias, padding=1)
+        feat = torch.nn.functional.conv2d(
+            x[:, 3:].bfloat16(), weight[:, 3:].bfloat16(), padding=1
+        ).float()
+        want = torch.nn.functional.leaky_relu(frame + feat, 0.1)
+        fp32_in = trunk.main[1](trunk.main[0](x))
+        assert 0 < float((want - fp32_in).abs().max()) < 0.02
         # bf16 trunks run on channels-last maps (faster oneDNN kernels)
-        want = trunk.main[1](trunk.main[0](x)).contiguous(memory_format=torch.channels_last)
+        want = want.contiguous(memory_format=torch.channels_last)
         for m, blk in enumerate(trunk.blocks):
             want = want + residual_update(blk, want, "mixed" if m < lead else "bf16")
         assert torch.equal(trunk(x, precision="mixed")[0], want)
