@@ -323,7 +323,7 @@ class Upscaler:
         else:
             spynet = cost.spynet_macs(h, w)
         return _Pass(
-            sr=layout.merge(srs[0] if len(srs) == 1 else torch.cat(srs)),  # no copy of one
+            sr=layout.merge(srs[0] if len(srs) == 1 else torch.cat(srs)),  # one batch: no copy
             executed={b: e / len(tubes) for b, e in weighted.items()},
             routing_map=routing_map,
             thresholds=thresholds,
