@@ -187,10 +187,10 @@ class Trunk(nn.Module):
         stays float32. ``convs``: the blocks' weights as :meth:`block_convs` casts them for
         ``precision``, cast once for a whole clip rather than on every frame.
         """
-        if precision == "mixed":
-            h = mixed_input_conv(self.main[0], x, self.main[1].negative_slope)
-        else:
-            with bf16_autocast(x, precision == "bf16"):
+        with bf16_autocast(x, precision == "bf16"):  # off, in fp32 and mixed, inside any other
+            if precision == "mixed":
+                h = mixed_input_conv(self.main[0], x, self.main[1].negative_slope)
+            else:
                 h = self.main[1](self.main[0](x)).float()
         tapped: dict[int, torch.Tensor] = {}
         if 0 in taps:

@@ -207,6 +207,8 @@ def test_precisions_round_where_they_say():
         for m, blk in enumerate(trunk.blocks):
             want = want + residual_update(blk, want, "mixed" if m < lead else "bf16")
         assert torch.equal(trunk(x, precision="mixed")[0], want)
+        with torch.autocast("cpu", torch.bfloat16):  # a caller's autocast changes nothing
+            assert torch.equal(trunk(x, precision="mixed")[0], want)
     lr = moving_clip(t=3, h=16, w=16)[None]
     with torch.no_grad():
         fp32, mixed, bf16 = (model(lr, Route(), precision=p).sr for p in ("fp32", "mixed", "bf16"))
