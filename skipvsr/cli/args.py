@@ -150,7 +150,8 @@ def add_device_args(p: argparse.ArgumentParser, precision: str = "auto") -> None
         choices=PRECISIONS,
         default=precision,
         help=f"default {precision}. auto: on a CPU with native bf16 (avx512_bf16/amx_bf16), the "
-        "fastest of bf16 | mixed (bf16 residual blocks and upsampler, fp32 stream) that meets "
-        "the quality bar (>= 55 dB from fp32, <= 0.02 dB on Vid4), else fp32",
+        "fastest of bf16 | mixed (bf16 blocks, upsampler and input convs' features; fp32 stream "
+        "and LR frame) that meets the quality bar (>= 55 dB from fp32, <= 0.02 dB on Vid4), "
+        "else fp32",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
