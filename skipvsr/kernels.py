@@ -273,10 +273,10 @@ def scatter_cells_(updates: torch.Tensor, cells: torch.Tensor, out: torch.Tensor
 
 def warps(x: torch.Tensor) -> bool:
     """Whether :func:`warp_rows_` takes ``x``: a contiguous channels-last CPU map at inference,
-    bf16 with 64 channels or a multiple of 16 up to 256, or float32 with a multiple of 8 up to
-    256, and the kernels built."""
+    bf16 with a multiple of 16 channels up to 256, or float32 with a multiple of 8 up to 256,
+    and the kernels built."""
     channels = x.shape[1] if x.dim() == 4 else 0
-    low = x.dtype == torch.bfloat16 and (channels == 64 or channels % 16 == 0)
+    low = x.dtype == torch.bfloat16 and channels % 16 == 0
     return (
         (low or (x.dtype == torch.float32 and channels % 8 == 0))
         and 0 < channels <= 256

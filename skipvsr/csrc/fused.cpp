@@ -284,11 +284,19 @@ inline __m256i round_away(__m256 x) {
   return _mm256_srli_epi32(_mm256_add_epi32(_mm256_castps_si256(x), _mm256_set1_epi32(0x8000)), 16);
 }
 
-inline void prefetch_taps(const WarpArgs& a, int64_t q, int64_t C) {
+// pixel q's four source rows of row_bytes bytes each in table, into the cache
+inline void prefetch_rows(const void* table, const int64_t* rows, int64_t q, int64_t row_bytes) {
   for (int k = 0; k < 4; ++k) {
-    const char* src = reinterpret_cast<const char*>(a.table + a.rows[4 * q + k] * C);
-    for (int64_t off = 0; off < C * 2; off += 64) _mm_prefetch(src + off, _MM_HINT_T0);
+    const char* src = static_cast<const char*>(table) + rows[4 * q + k] * row_bytes;
+    for (int64_t off = 0; off < row_bytes; off += 64) _mm_prefetch(src + off, _MM_HINT_T0);
   }
+}
+
+inline void prefetch_taps(const WarpArgs& a, int64_t q, int64_t C) { prefetch_rows(a.table, a.rows, q, C * 2); }
+
+// the bf16 kernels' channel counts (C == 64 is their unrolled case)
+void check_bf16_channels(int64_t C, const char* name) {
+  TORCH_CHECK(C % 16 == 0 && C <= 256, name, " must have 64 channels, or a multiple of 16 up to 256");
 }
 
 template <int V>  // V = C / 8 vectors of 8 channels, known at compile time; 0: read from C
@@ -322,13 +330,7 @@ void warp_pixels_f32(const float* table, const int64_t* rows, const float* weigh
   __m256 acc[V > 0 ? V : 32];
   for (int64_t i = begin; i < end; ++i) {
     const int64_t p = pixels ? pixels[i] : i;
-    if (i + 2 < end) {
-      const int64_t q = pixels ? pixels[i + 2] : i + 2;
-      for (int k = 0; k < 4; ++k) {
-        const char* src = reinterpret_cast<const char*>(table + rows[4 * q + k] * C);
-        for (int64_t off = 0; off < C * 4; off += 64) _mm_prefetch(src + off, _MM_HINT_T0);
-      }
-    }
+    if (i + 2 < end) prefetch_rows(table, rows, pixels ? pixels[i + 2] : i + 2, C * 4);
     for (int j = 0; j < v; ++j) acc[j] = _mm256_setzero_ps();
     for (int k = 0; k < 4; ++k) {
       const float w = weights[4 * p + k];
@@ -376,7 +378,7 @@ void warp_rows_(const torch::Tensor& x, const torch::Tensor& rows, const torch::
   TORCH_CHECK(x.scalar_type() == at::kBFloat16 && out.scalar_type() == at::kBFloat16, "x and out must be bfloat16");
   TORCH_CHECK(out.sizes() == x.sizes() && out.is_contiguous(at::MemoryFormat::ChannelsLast),
               "out must be contiguous channels-last of x's shape");
-  TORCH_CHECK(C == 64 || (C % 16 == 0 && C <= 256), "x must have 64 channels, or a multiple of 16 up to 256");
+  check_bf16_channels(C, "x");
   check_taps(rows, weights, P, at::kBFloat16);
   WarpArgs a{static_cast<const uint16_t*>(x.data_ptr()), rows.data_ptr<int64_t>(),
              static_cast<const uint16_t*>(weights.data_ptr()), px, static_cast<uint16_t*>(out.data_ptr()),
@@ -427,7 +429,7 @@ void warp_add_run_(const std::vector<torch::Tensor>& xs, const torch::Tensor& ro
   TORCH_CHECK(h.scalar_type() == at::kFloat && h.dim() == 4 && h.is_contiguous(at::MemoryFormat::ChannelsLast),
               "h must be float32 contiguous channels-last");
   const int64_t C = h.size(1), P = h.size(0) * h.size(2) * h.size(3);
-  TORCH_CHECK(C == 64 || (C % 16 == 0 && C <= 256), "h must have 64 channels, or a multiple of 16 up to 256");
+  check_bf16_channels(C, "h");
   check_taps(rows, weights, P, at::kBFloat16);
   std::vector<WarpArgs> as;
   for (size_t i = 0; i < xs.size(); ++i) {
@@ -509,7 +511,7 @@ void score_inputs_(const torch::Tensor& h, int64_t stride, const torch::Tensor& 
                   h.stride(3) == h.size(1), "h must be a float32 channels-last CPU map");
   TORCH_CHECK(stride >= 1 && cell >= 1, "stride and cell must be >= 1");
   const int64_t B = h.size(0), C = h.size(1), Hs = (h.size(2) + stride - 1) / stride, Ws = (h.size(3) + stride - 1) / stride;
-  TORCH_CHECK(C == 64 || (C % 16 == 0 && C <= 256), "h must have 64 channels, or a multiple of 16 up to 256");
+  check_bf16_channels(C, "h");
   for (const torch::Tensor* t : std::initializer_list<const torch::Tensor*>{&prev, &fresh, &warped}) {
     TORCH_CHECK(t->scalar_type() == at::kBFloat16 && t->dim() == 4 && t->size(0) == B && t->size(1) == C &&
                     t->size(2) == Hs && t->size(3) == Ws && t->is_contiguous(at::MemoryFormat::ChannelsLast),
