@@ -124,21 +124,24 @@ class ResidualBlock(nn.Module):
         return h + residual_update(self, h, precision)
 
 
-def mixed_input_conv(conv: nn.Conv2d, x: torch.Tensor, slope: float) -> torch.Tensor:
-    """``leaky_relu(conv(x), slope)`` for a trunk's input conv in ``mixed`` precision: ``x``
-    ``(B, 3 + C, H, W)`` float32 (the LR frame, then the propagated features) -> ``(B, C, H,
-    W)`` float32, the sum of the frame's channels convolved in float32 and the features' in
-    bf16.
+def mixed_input_conv(
+    conv: nn.Conv2d, frame: torch.Tensor, features: torch.Tensor, slope: float
+) -> torch.Tensor:
+    """``leaky_relu(conv(cat([frame, features])), slope)`` for a trunk's input conv in ``mixed``
+    precision: the LR frame ``(B, 3, H, W)`` float32 and the propagated features ``(B, C, H,
+    W)`` float32 or bf16 -> ``(B, C, H, W)`` float32, the sum of the frame's channels convolved
+    in float32 and the features' in bf16 (rounded to it where float32; the step warps them
+    straight into bf16, :meth:`skipvsr.flow.WarpPlan.warp_into`).
 
     The features' conv carries 64 of the 67 input channels and reads them rounded to bf16, as
     the blocks' convs read the stream; the frame's channels stay float32: with them in bf16
     too (precision ``bf16``) the output moved to 52.3 dB from fp32's on Vid4 calendar, with
     this split 55.95 dB (57.21 with the whole conv in float32). 3.3 against 9.4 ms a conv at
     180x320 (AMX Xeon, 2 threads)."""
-    frame = conv.in_channels - conv.out_channels  # the LR frame's 3 channels
+    k = frame.shape[1]
     low, weight = torch.bfloat16, conv.weight
-    out = F.conv2d(x[:, :frame], weight[:, :frame], conv.bias, padding=conv.padding)
-    from_features = F.conv2d(x[:, frame:].to(low), weight[:, frame:].to(low), padding=conv.padding)
+    out = F.conv2d(frame, weight[:, :k], conv.bias, padding=conv.padding)
+    from_features = F.conv2d(features.to(low), weight[:, k:].to(low), padding=conv.padding)
     return fast_leaky_relu(residual_add_(out, from_features), slope)
 
 
@@ -177,9 +180,12 @@ class Trunk(nn.Module):
         taps: tuple[int, ...] = (),
         precision: str = "fp32",
         convs: list[BlockConvs] | None = None,
+        features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """``x`` ``(B, 3 + C, H, W)`` -> features ``(B, C, H, W)`` float32 and the tapped block
-        outputs.
+        outputs; or, with ``features`` (the propagated ``(B, C, H, W)``, float32 or bf16), ``x``
+        the LR frame ``(B, 3, H, W)`` alone and the same result as their concatenation (in
+        ``mixed`` the features' conv reads bf16 anyway, :func:`mixed_input_conv`).
 
         ``taps`` lists block counts ``m`` (0 = after the input conv, ``num_block`` = output)
         whose features are returned. ``precision`` (:data:`skipvsr.routing.PRECISIONS`) sets
@@ -188,9 +194,15 @@ class Trunk(nn.Module):
         ``precision``, cast once for a whole clip rather than on every frame.
         """
         with bf16_autocast(x, precision == "bf16"):  # off, in fp32 and mixed, inside any other
+            slope = self.main[1].negative_slope
             if precision == "mixed":
-                h = mixed_input_conv(self.main[0], x, self.main[1].negative_slope)
+                if features is None:
+                    k = x.shape[1] - self.main[0].out_channels  # the LR frame's 3 channels
+                    x, features = x[:, :k], x[:, k:]
+                h = mixed_input_conv(self.main[0], x, features, slope)
             else:
+                if features is not None:
+                    x = torch.cat([x, features.to(x.dtype)], dim=1)
                 h = self.main[1](self.main[0](x)).float()
         tapped: dict[int, torch.Tensor] = {}
         if 0 in taps:
@@ -520,6 +532,12 @@ class BasicVSR(nn.Module):
                 if flow is not None:
                     prop = flow_warp(prop, flow)
                 x = torch.cat([lr[:, i].contiguous(memory_format=layout), prop], dim=1)
+                out, tapped = trunk(x, router, taps, precision, convs[name])
+            elif precision == "mixed":  # the warp writes the features' bf16 conv input
+                warped = torch.empty_like(prop, dtype=torch.bfloat16, memory_format=layout)
+                plan.warp_into(prop, warped)
+                frame = lr[:, i].contiguous(memory_format=layout)
+                out, tapped = trunk(frame, router, taps, precision, convs[name], warped)
             else:  # the warp writes the input conv's feature channels, with no concatenation
                 x = torch.empty(
                     b,
@@ -532,7 +550,7 @@ class BasicVSR(nn.Module):
                 )
                 x[:, :3] = lr[:, i]
                 plan.warp_into(prop, x[:, 3:])
-            out, tapped = trunk(x, router, taps, precision, convs[name])
+                out, tapped = trunk(x, router, taps, precision, convs[name])
             for m, f in tapped.items():
                 features[name].setdefault(m, [None] * t)[i] = f
             return out

@@ -105,6 +105,8 @@ class WarpPlan:
     def taps(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Source rows ``(N, H, W, 4)`` int64 into ``x`` viewed as ``(N*H*W, C)`` and their
         bilinear weights ``(N, H, W, 4)`` float32 (nw, ne, sw, se), 0 for taps outside."""
+        if self._taps is None and kernels.builds_taps(self.grid):
+            self._taps = kernels.warp_taps(self.grid)
         if self._taps is None:
             n, h, w = self.shape
             # grid_sample's own unnormalisation (align_corners=True), so both agree to rounding
@@ -178,8 +180,10 @@ class WarpPlan:
         """Write the warped ``x`` ``(N, C, H, W)`` into ``out`` of its shape, e.g. a channel
         slice of a wider channels-last map: straight from the float32 warp kernel where
         :func:`skipvsr.kernels.warps` takes ``x`` (the trunk's input then needs no concatenation:
-        3 ms a frame at 180x320), else through ``self(x)``. Equal to ``self(x)``."""
-        if kernels.warps(x) and x.dtype == torch.float32 and out.dtype == torch.float32:
+        3 ms a frame at 180x320), rounded as it writes a bf16 ``out``, else through
+        ``self(x)``. Equal to ``self(x).to(out.dtype)``."""
+        low = out.dtype == torch.bfloat16 and x.shape[1] % 16 == 0
+        if kernels.warps(x) and x.dtype == torch.float32 and (out.dtype == torch.float32 or low):
             kernels.warp_rows_(x, *self.kernel_taps(x.dtype), out)
             return
         out.copy_(self(x))

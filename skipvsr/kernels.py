@@ -297,7 +297,9 @@ def warp_rows_(
 
     ``x`` ``(B, C, H, W)`` bf16 or float32 contiguous channels-last (:func:`warps`), ``out`` of
     its shape and dtype (bf16: contiguous channels-last; float32: pixel rows of ``C`` values
-    that may lie a fixed stride apart, e.g. a channel slice of a wider channels-last map);
+    that may lie a fixed stride apart, e.g. a channel slice of a wider channels-last map), or
+    bf16 for a float32 ``x`` with a multiple of 16 channels (pixel rows as for float32: the
+    float32 warp rounded as torch casts it);
     ``rows`` ``(B*H*W, 4)`` int64 source pixels and ``weights`` ``(B*H*W, 4)`` bilinear weights
     in ``x``'s dtype (:meth:`skipvsr.flow.WarpPlan.taps`); ``pixels`` ``(n,)`` int64 indices
     into the ``B*H*W`` pixels. embedding_bag's numbers: bf16 taps summed in float32 in their
@@ -320,6 +322,29 @@ def warp_add_run_(
     outs = [torch.empty_like(x, memory_format=torch.channels_last) for x in xs]
     extension().warp_add_run_(xs, rows, weights, outs, h, cast_into)
     return outs
+
+
+def builds_taps(grid: torch.Tensor) -> bool:
+    """Whether :func:`warp_taps` takes ``grid``: a contiguous float32 CPU grid at inference, and
+    the kernels built."""
+    return (
+        grid.dtype == torch.float32
+        and grid.dim() == 4
+        and grid.is_contiguous()
+        and _inference_on_cpu(grid)
+        and extension() is not None
+    )
+
+
+def warp_taps(grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bilinear taps of a ``grid_sample`` grid ``(N, H, W, 2)`` (``align_corners=True``): source
+    rows ``(N, H, W, 4)`` int64 into the ``(N * H * W, C)`` pixel table and their weights
+    ``(N, H, W, 4)`` float32 (nw, ne, sw, se; 0 outside the frame), the numbers of
+    :meth:`skipvsr.flow.WarpPlan.taps`' torch ops in one pass. Where :func:`builds_taps`."""
+    rows = torch.empty(*grid.shape[:3], 4, dtype=torch.int64)
+    weights = torch.empty(*grid.shape[:3], 4, dtype=torch.float32)
+    extension().warp_taps_(grid, rows, weights)
+    return rows, weights
 
 
 def score_inputs(

@@ -209,6 +209,9 @@ def test_precisions_round_where_they_say():
         assert torch.equal(trunk(x, precision="mixed")[0], want)
         with torch.autocast("cpu", torch.bfloat16):  # a caller's autocast changes nothing
             assert torch.equal(trunk(x, precision="mixed")[0], want)
+        # the frame and the features apart (the step warps the features straight into bf16)
+        split = trunk(x[:, :3], precision="mixed", features=x[:, 3:].bfloat16())[0]
+        assert torch.equal(split, want)
     lr = moving_clip(t=3, h=16, w=16)[None]
     with torch.no_grad():
         fp32, mixed, bf16 = (model(lr, Route(), precision=p).sr for p in ("fp32", "mixed", "bf16"))

@@ -230,6 +230,30 @@ def test_float32_warp_writes_a_channel_slice_of_a_wider_map(fused, monkeypatch):
     assert torch.equal(wide[:, 3:], plan(x))
 
 
+def test_float32_warp_rounds_into_a_bf16_map_as_torch_casts(fused, monkeypatch):
+    """The trunk's input conv in ``mixed`` reads the warped features in bf16: the kernel rounds
+    its float32 warp as it writes them, equal to the warp then torch's cast."""
+    x, plan = _warp_case((2, 64, 6, 9), seed=6, dtype=torch.float32)
+    got = torch.empty_like(x, dtype=torch.bfloat16)
+    plan.warp_into(x, got)
+    _torch_warp(monkeypatch)
+    assert torch.equal(got, plan(x).to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("shape", [(1, 180, 320), (3, 48, 48), (2, 7, 1), (1, 1, 1), (2, 33, 17)])
+def test_taps_kernel_is_the_torch_taps_bit_for_bit(fused, shape, monkeypatch):
+    """WarpPlan's bilinear taps (source rows and weights) from the kernel and from the torch
+    ops agree exactly, for flows reaching far past every side of the frame and zero flows."""
+    n, h, w = shape
+    flow = torch.randn(n, 2, h, w, generator=torch.Generator().manual_seed(h * w)) * max(h, w)
+    flow[0, :, 0] = 0.0
+    got = WarpPlan(flow).taps()
+    monkeypatch.setattr(kernels, "builds_taps", lambda grid: False)
+    want = WarpPlan(flow).taps()
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert (got[1] == 0).any() and (got[1] == 1).any()
+
+
 def test_warp_kernel_writes_only_the_given_pixels(fused, monkeypatch):
     x, plan = _warp_case((2, 64, 6, 10), seed=1)
     pixels = torch.tensor([0, 7, 8, 9, 59, 60, 119])

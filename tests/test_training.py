@@ -155,6 +155,9 @@ def _worker(rank: int, world: int, port: int, cfg) -> None:
         LOCAL_RANK=str(rank),
     )
     train(cfg)
+    # both ranks out of their last collective before either closes its gloo pairs: a rank that
+    # tore down first once aborted the other ("terminate called without an active exception")
+    dist.barrier()
     dist.destroy_process_group()
 
 
