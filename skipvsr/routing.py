@@ -964,9 +964,11 @@ class Router:
 
     def _holds(self, h: torch.Tensor) -> bool:
         """Whether a cache of this router shares ``h``'s memory (at estimator stride 1 an fp32
-        block's input cache is ``h`` itself)."""
+        block's input cache is ``h`` itself). Only the estimator's input caches can: the update
+        caches are conv outputs and warps, never ``h`` (scanning them too took 0.9 % of learned
+        routing's time at 0.80)."""
         ptr = h.untyped_storage().data_ptr()
-        held = [self._score_x, *self.prev, *self.updates]
+        held = (self._score_x, *self.prev)
         return any(t is not None and t.untyped_storage().data_ptr() == ptr for t in held)
 
     def apply(
