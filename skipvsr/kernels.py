@@ -307,6 +307,20 @@ def warp_rows_(
     extension().warp_rows_(x, rows, weights, out, pixels)
 
 
+def warp_cells_(
+    x: torch.Tensor,
+    rows: torch.Tensor,
+    weights: torch.Tensor,
+    out: torch.Tensor,
+    mask: torch.Tensor,
+    cell: int,
+) -> None:
+    """:func:`warp_rows_` on the pixels of the ``cell x cell`` patches where ``mask`` ``(B, nH,
+    nW)`` bool is set (the last patches clipped to the frame), ``out`` elsewhere untouched.
+    ``x`` as :func:`warps` takes it, ``out`` contiguous channels-last of its shape and dtype."""
+    extension().warp_cells_(x, rows, weights, out, mask.contiguous(), cell)
+
+
 def warp_add_run_(
     xs: list[torch.Tensor],
     rows: torch.Tensor,

@@ -942,6 +942,10 @@ class Router:
         (:meth:`skipvsr.flow.WarpPlan.warp_pixels`; at 0.80 with 32x32 cells a block's skipped
         boxes took 0.89 ms one by one), other maps go box by box (:func:`cell_boxes`)."""
         cache, rows = self.updates[m], torch.channels_last
+        if self._warps_cells(m, out):
+            taps = self._warp.kernel_taps(cache.dtype)
+            kernels.warp_cells_(cache, *taps, out, skipped, self.grid.cell)
+            return
         if out.is_contiguous(memory_format=rows) and cache.is_contiguous(memory_format=rows):
             pixels = self.grid.expand(skipped, torch.bool).reshape(-1).nonzero().squeeze(1)
             if self._warped[m] or self._warp is None:
@@ -956,6 +960,20 @@ class Router:
                 out[b, :, y0:y1, x0:x1] = cache[b, :, y0:y1, x0:x1]
         else:
             self._warp.warp_boxes(cache, out, boxes)
+
+    def _warps_cells(self, m: int, out: torch.Tensor) -> bool:
+        """Whether block ``m``'s cached update, not yet warped onto this frame, is warped into
+        ``out`` by :func:`skipvsr.kernels.warp_cells_` (cells only, no pixel list)."""
+        cache = self.updates[m]
+        return (
+            not self._warped[m]
+            and self._warp is not None
+            and cache is not None
+            and kernels.warps(cache)
+            and out.dtype == cache.dtype
+            and out.shape == cache.shape
+            and out.is_contiguous(memory_format=torch.channels_last)
+        )
 
     def run_fraction(self, run: torch.Tensor) -> float:
         """The fraction in [0, 1] of the frame's pixels in the patches where ``run``
@@ -1030,10 +1048,13 @@ class Router:
             else:
                 # Warping only the skipped boxes pays once they are under half the frame;
                 # below that, per-box set-up costs more than warping the running part too.
-                if fraction < 0.5:
+                # The cell kernel has no set-up per box: it warps the skipped cells only.
+                update = torch.empty_like(h, dtype=dtype)
+                if self._warps_cells(m, update):
+                    self.reuse_into(m, update, ~run)
+                elif fraction < 0.5:
                     update = self.reused_update(m)
                 else:
-                    update = torch.empty_like(h, dtype=dtype)
                     self.reuse_into(m, update, ~run)
                 # cells and boxes read ``h`` itself: the whole map is never cast
                 convs = self.block_convs(block, m)

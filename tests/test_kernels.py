@@ -254,6 +254,20 @@ def test_taps_kernel_is_the_torch_taps_bit_for_bit(fused, shape, monkeypatch):
     assert (got[1] == 0).any() and (got[1] == 1).any()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_cell_warp_writes_the_masked_cells_only(fused, dtype, monkeypatch):
+    """A routed block's skipped cells (the last row and column clipped to the frame): the
+    whole-map warp there, bit for bit, and ``out`` untouched elsewhere."""
+    x, plan = _warp_case((2, 64, 13, 19), seed=3, dtype=dtype)
+    mask = torch.rand(2, 4, 5, generator=torch.Generator().manual_seed(3)) > 0.5
+    mask[0, -1, -1] = True
+    got = torch.full_like(x, -5.0)
+    kernels.warp_cells_(x, *plan.kernel_taps(dtype), got, mask, 4)
+    _torch_warp(monkeypatch)
+    inside = mask.repeat_interleave(4, 1).repeat_interleave(4, 2)[:, None, :13, :19]
+    assert torch.equal(got, torch.where(inside, plan(x), torch.full_like(x, -5.0)))
+
+
 def test_warp_kernel_writes_only_the_given_pixels(fused, monkeypatch):
     x, plan = _warp_case((2, 64, 6, 10), seed=1)
     pixels = torch.tensor([0, 7, 8, 9, 59, 60, 119])

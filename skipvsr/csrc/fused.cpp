@@ -401,6 +401,66 @@ void warp_rows_(const torch::Tensor& x, const torch::Tensor& rows, const torch::
   });
 }
 
+// warp_cells_: warp_rows_ on the pixels of the cells where mask (B, nH, nW) is set only (cell x
+// cell patches, the last ones clipped to the frame): a routed block's skipped cells, whose reused
+// update is warped while its running cells are computed. Each cell row is a contiguous run of
+// pixels, so no pixel index list is built (building one from the mask took about as long as
+// warping a fifth of the frame).
+void warp_cells_(const torch::Tensor& x, const torch::Tensor& rows, const torch::Tensor& weights, torch::Tensor out,
+                 const torch::Tensor& mask, int64_t cell) {
+  TORCH_CHECK(x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be contiguous channels-last");
+  TORCH_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type() &&
+                  out.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "out must be contiguous channels-last of x's shape and dtype");
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), P = B * H * W;
+  TORCH_CHECK(cell >= 1, "cell must be >= 1");
+  const int64_t nH = (H + cell - 1) / cell, nW = (W + cell - 1) / cell;
+  TORCH_CHECK(mask.scalar_type() == at::kBool && mask.is_contiguous() && mask.dim() == 3 && mask.size(0) == B &&
+                  mask.size(1) == nH && mask.size(2) == nW,
+              "mask must be bool contiguous (B, nH, nW)");
+  const bool* mp = mask.data_ptr<bool>();
+  std::vector<std::pair<int64_t, int64_t>> runs;  // [first, last) pixels of each masked cell row
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t y = 0; y < H; ++y) {
+      const bool* row = mp + (b * nH + y / cell) * nW;
+      for (int64_t cx = 0; cx < nW; ++cx) {
+        if (!row[cx]) continue;
+        const int64_t first = (b * H + y) * W + cx * cell, last = (b * H + y) * W + std::min((cx + 1) * cell, W);
+        if (!runs.empty() && runs.back().second == first) runs.back().second = last;  // neighbouring cells
+        else runs.emplace_back(first, last);
+      }
+    }
+  }
+  const int64_t n = runs.size();
+  if (x.scalar_type() == at::kFloat) {
+    TORCH_CHECK(C % 8 == 0 && C <= 256, "x must have a multiple of 8 channels up to 256");
+    check_taps(rows, weights, P, at::kFloat);
+    const float* t = x.data_ptr<float>();
+    const int64_t* r = rows.data_ptr<int64_t>();
+    const float* w = weights.data_ptr<float>();
+    float* o = out.data_ptr<float>();
+    at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        if (C == 64) warp_pixels_f32<8>(t, r, w, nullptr, o, C, runs[i].first, runs[i].second, C);
+        else warp_pixels_f32<0>(t, r, w, nullptr, o, C, runs[i].first, runs[i].second, C);
+      }
+    });
+    return;
+  }
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16, "x must be bfloat16 or float32");
+  check_bf16_channels(C, "x");
+  check_taps(rows, weights, P, at::kBFloat16);
+  WarpArgs a{static_cast<const uint16_t*>(x.data_ptr()), rows.data_ptr<int64_t>(),
+             static_cast<const uint16_t*>(weights.data_ptr()), nullptr, static_cast<uint16_t*>(out.data_ptr()),
+             nullptr, nullptr, H, W, 0, 0, 0};
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (C == 64) warp_pixels<8>(a, runs[i].first, runs[i].second, C);
+      else warp_pixels<0>(a, runs[i].first, runs[i].second, C);
+    }
+  });
+}
+
 // warp_add_run_: a run of blocks skipped everywhere, one after another: for each block j in
 // order, out_j = its cached update x_j warped (warp_rows_'s numbers) and h += out_j, with h's
 // pixel row held in registers across the run: the stream is read and written once for the run
@@ -623,6 +683,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("scatter_cells_", &scatter_cells_, "a cell batch written back into its map");
   m.def("warp_rows_", &warp_rows_, "a channels-last map warped by its bilinear taps",
         py::arg("x"), py::arg("rows"), py::arg("weights"), py::arg("out"), py::arg("pixels") = py::none());
+  m.def("warp_cells_", &warp_cells_, "a channels-last map warped on the pixels of the masked cells only");
   m.def("warp_add_run_", &warp_add_run_, "a run of skipped blocks' reused updates warped and added into h in one pass",
         py::arg("xs"), py::arg("rows"), py::arg("weights"), py::arg("outs"), py::arg("h"),
         py::arg("cast_into") = py::none());
