@@ -487,10 +487,10 @@ void warp_add_run(const std::vector<WarpArgs>& as, int64_t C, int64_t begin, int
       }
     }
     for (int j = 0; j < v; ++j) _mm256_storeu_ps(hr + 8 * j, hv[j]);
-    if (first.cast != nullptr) {
+    if (first.cast != nullptr) {  // from the registers, 16 values a store (C is a multiple of 16)
       const int64_t b = p / (first.H * first.W), y = (p / first.W) % first.H, x = p % first.W;
       uint16_t* c = first.cast + b * first.cast_s0 + y * first.cast_s2 + x * first.cast_s3;
-      for (int64_t k = 0; k < C; ++k) c[k] = float_to_bf16(hr[k]);
+      for (int j = 0; j < v; j += 2) store_bf16x16(c + 8 * j, float_to_bf16_even(hv[j]), float_to_bf16_even(hv[j + 1]));
     }
   }
 }
