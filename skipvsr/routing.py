@@ -1047,12 +1047,10 @@ class Router:
                 self.reuse_into(m, update, ~run)
             else:
                 # Warping only the skipped boxes pays once they are under half the frame;
-                # below that, per-box set-up costs more than warping the running part too.
-                # The cell kernel has no set-up per box: it warps the skipped cells only.
+                # below that, per-box set-up costs more than warping the running part too. The
+                # cell kernel has no set-up per box and warps the skipped cells only, always.
                 update = torch.empty_like(h, dtype=dtype)
-                if self._warps_cells(m, update):
-                    self.reuse_into(m, update, ~run)
-                elif fraction < 0.5:
+                if fraction < 0.5 and not self._warps_cells(m, update):
                     update = self.reused_update(m)
                 else:
                     self.reuse_into(m, update, ~run)
