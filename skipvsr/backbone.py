@@ -194,12 +194,11 @@ class Trunk(nn.Module):
         ``precision``, cast once for a whole clip rather than on every frame.
         """
         with bf16_autocast(x, precision == "bf16"):  # off, in fp32 and mixed, inside any other
-            slope = self.main[1].negative_slope
             if precision == "mixed":
                 if features is None:
                     k = x.shape[1] - self.main[0].out_channels  # the LR frame's 3 channels
                     x, features = x[:, :k], x[:, k:]
-                h = mixed_input_conv(self.main[0], x, features, slope)
+                h = mixed_input_conv(self.main[0], x, features, self.main[1].negative_slope)
             else:
                 if features is not None:
                     x = torch.cat([x, features.to(x.dtype)], dim=1)

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 namespace {
@@ -349,18 +350,14 @@ void warp_pixels_f32(const float* table, const int64_t* rows, const float* weigh
   }
 }
 
-void warp_rows_(const torch::Tensor& x, const torch::Tensor& rows, const torch::Tensor& weights, torch::Tensor out,
-                const c10::optional<torch::Tensor>& pixels) {
+// The warp of x into out by its taps, checked once, as a function of a range [begin, end) of
+// the pixel list px (of all pixels where px is null), for the caller to split across threads:
+// warp_rows_ over its pixels, warp_cells_ over its cells' rows.
+std::function<void(int64_t, int64_t)> warper(const torch::Tensor& x, const torch::Tensor& rows,
+                                             const torch::Tensor& weights, const torch::Tensor& out,
+                                             const int64_t* px) {
   TORCH_CHECK(x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be contiguous channels-last");
   const int64_t C = x.size(1), P = x.size(0) * x.size(2) * x.size(3);
-  const int64_t* px = nullptr;  // the pixels to warp: all where undefined
-  int64_t n = P;
-  if (pixels) {
-    TORCH_CHECK(pixels->scalar_type() == at::kLong && pixels->is_contiguous() && pixels->dim() == 1,
-                "pixels must be int64 (n,)");
-    px = pixels->data_ptr<int64_t>();
-    n = pixels->numel();
-  }
   if (x.scalar_type() == at::kFloat) {
     const bool low = out.scalar_type() == at::kBFloat16;
     TORCH_CHECK(low || out.scalar_type() == at::kFloat, "a float32 x needs a float32 or bf16 out");
@@ -374,31 +371,43 @@ void warp_rows_(const torch::Tensor& x, const torch::Tensor& rows, const torch::
     const float* t = x.data_ptr<float>();
     const int64_t* r = rows.data_ptr<int64_t>();
     const float* w = weights.data_ptr<float>();
-    at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
+    void* o = out.data_ptr();
+    return [=](int64_t begin, int64_t end) {
       if (low) {
-        auto* o = static_cast<uint16_t*>(out.data_ptr());
-        if (C == 64) warp_pixels_f32<8>(t, r, w, px, o, ps, begin, end, C);
-        else warp_pixels_f32<0>(t, r, w, px, o, ps, begin, end, C);
+        auto* ob = static_cast<uint16_t*>(o);
+        if (C == 64) warp_pixels_f32<8>(t, r, w, px, ob, ps, begin, end, C);
+        else warp_pixels_f32<0>(t, r, w, px, ob, ps, begin, end, C);
       } else {
-        float* o = out.data_ptr<float>();
-        if (C == 64) warp_pixels_f32<8>(t, r, w, px, o, ps, begin, end, C);
-        else warp_pixels_f32<0>(t, r, w, px, o, ps, begin, end, C);
+        auto* of = static_cast<float*>(o);
+        if (C == 64) warp_pixels_f32<8>(t, r, w, px, of, ps, begin, end, C);
+        else warp_pixels_f32<0>(t, r, w, px, of, ps, begin, end, C);
       }
-    });
-    return;
+    };
   }
   TORCH_CHECK(x.scalar_type() == at::kBFloat16 && out.scalar_type() == at::kBFloat16, "x and out must be bfloat16");
   TORCH_CHECK(out.sizes() == x.sizes() && out.is_contiguous(at::MemoryFormat::ChannelsLast),
               "out must be contiguous channels-last of x's shape");
   check_bf16_channels(C, "x");
   check_taps(rows, weights, P, at::kBFloat16);
-  WarpArgs a{static_cast<const uint16_t*>(x.data_ptr()), rows.data_ptr<int64_t>(),
-             static_cast<const uint16_t*>(weights.data_ptr()), px, static_cast<uint16_t*>(out.data_ptr()),
-             nullptr, nullptr, x.size(2), x.size(3), 0, 0, 0};
-  at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
+  const WarpArgs a{static_cast<const uint16_t*>(x.data_ptr()), rows.data_ptr<int64_t>(),
+                   static_cast<const uint16_t*>(weights.data_ptr()), px, static_cast<uint16_t*>(out.data_ptr()),
+                   nullptr, nullptr, x.size(2), x.size(3), 0, 0, 0};
+  return [=](int64_t begin, int64_t end) {
     if (C == 64) warp_pixels<8>(a, begin, end, C);
     else warp_pixels<0>(a, begin, end, C);
-  });
+  };
+}
+
+void warp_rows_(const torch::Tensor& x, const torch::Tensor& rows, const torch::Tensor& weights, torch::Tensor out,
+                const c10::optional<torch::Tensor>& pixels) {
+  const int64_t* px = nullptr;  // the pixels to warp: all where undefined
+  if (pixels) {
+    TORCH_CHECK(pixels->scalar_type() == at::kLong && pixels->is_contiguous() && pixels->dim() == 1,
+                "pixels must be int64 (n,)");
+    px = pixels->data_ptr<int64_t>();
+  }
+  const auto warp = warper(x, rows, weights, out, px);
+  at::parallel_for(0, pixels ? pixels->numel() : x.size(0) * x.size(2) * x.size(3), 64, warp);
 }
 
 // warp_cells_: warp_rows_ on the pixels of the cells where mask (B, nH, nW) is set only (cell x
@@ -408,11 +417,11 @@ void warp_rows_(const torch::Tensor& x, const torch::Tensor& rows, const torch::
 // warping a fifth of the frame).
 void warp_cells_(const torch::Tensor& x, const torch::Tensor& rows, const torch::Tensor& weights, torch::Tensor out,
                  const torch::Tensor& mask, int64_t cell) {
-  TORCH_CHECK(x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be contiguous channels-last");
   TORCH_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type() &&
                   out.is_contiguous(at::MemoryFormat::ChannelsLast),
               "out must be contiguous channels-last of x's shape and dtype");
-  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), P = B * H * W;
+  const auto warp = warper(x, rows, weights, out, nullptr);
+  const int64_t B = x.size(0), H = x.size(2), W = x.size(3);
   TORCH_CHECK(cell >= 1, "cell must be >= 1");
   const int64_t nH = (H + cell - 1) / cell, nW = (W + cell - 1) / cell;
   TORCH_CHECK(mask.scalar_type() == at::kBool && mask.is_contiguous() && mask.dim() == 3 && mask.size(0) == B &&
@@ -431,33 +440,8 @@ void warp_cells_(const torch::Tensor& x, const torch::Tensor& rows, const torch:
       }
     }
   }
-  const int64_t n = runs.size();
-  if (x.scalar_type() == at::kFloat) {
-    TORCH_CHECK(C % 8 == 0 && C <= 256, "x must have a multiple of 8 channels up to 256");
-    check_taps(rows, weights, P, at::kFloat);
-    const float* t = x.data_ptr<float>();
-    const int64_t* r = rows.data_ptr<int64_t>();
-    const float* w = weights.data_ptr<float>();
-    float* o = out.data_ptr<float>();
-    at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        if (C == 64) warp_pixels_f32<8>(t, r, w, nullptr, o, C, runs[i].first, runs[i].second, C);
-        else warp_pixels_f32<0>(t, r, w, nullptr, o, C, runs[i].first, runs[i].second, C);
-      }
-    });
-    return;
-  }
-  TORCH_CHECK(x.scalar_type() == at::kBFloat16, "x must be bfloat16 or float32");
-  check_bf16_channels(C, "x");
-  check_taps(rows, weights, P, at::kBFloat16);
-  WarpArgs a{static_cast<const uint16_t*>(x.data_ptr()), rows.data_ptr<int64_t>(),
-             static_cast<const uint16_t*>(weights.data_ptr()), nullptr, static_cast<uint16_t*>(out.data_ptr()),
-             nullptr, nullptr, H, W, 0, 0, 0};
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      if (C == 64) warp_pixels<8>(a, runs[i].first, runs[i].second, C);
-      else warp_pixels<0>(a, runs[i].first, runs[i].second, C);
-    }
+  at::parallel_for(0, int64_t(runs.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) warp(runs[i].first, runs[i].second);
   });
 }
 
