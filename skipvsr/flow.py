@@ -162,11 +162,16 @@ class WarpPlan:
         :func:`kernels.warp_rows_` on a map of that dtype."""
         return self.taps()[0].view(-1, 4), self._weights(dtype).view(-1, 4)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Warped ``x`` ``(N, C, H, W)``, same dtype and memory format."""
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Warped ``x`` ``(N, C, H, W)``, same dtype and memory format; written into ``out`` (a
+        contiguous channels-last map of ``x``'s shape and dtype) where the warp kernel takes
+        ``x`` and ``out`` is given, else new."""
         n, h, w = self.shape
         if kernels.warps(x):
-            out = torch.empty_like(x, memory_format=torch.channels_last)
+            if out is None or not (
+                out.shape == x.shape and out.dtype == x.dtype and kernels.warps(out)
+            ):
+                out = torch.empty_like(x, memory_format=torch.channels_last)
             kernels.warp_rows_(x, *self.kernel_taps(x.dtype), out)
             return out
         if is_channels_last(x):
@@ -206,22 +211,28 @@ class WarpPlan:
         pixel_rows(out).index_copy_(0, pixels, warped.to(x.dtype).to(out.dtype))
 
     def warp_add_(
-        self, xs: list[torch.Tensor], h: torch.Tensor, cast_into: torch.Tensor | None = None
+        self,
+        xs: list[torch.Tensor],
+        h: torch.Tensor,
+        cast_into: torch.Tensor | None = None,
+        outs: list[torch.Tensor] | None = None,
     ) -> list[torch.Tensor]:
         """Each of ``xs`` (maps of ``h``'s shape ``(N, C, H, W)``) warped as ``self(x)`` and added
         into ``h`` in place, one after another (:func:`skipvsr.kernels.residual_add_`), casting
         ``h`` after the last add into ``cast_into`` where given; returns the warped maps. In
         one pass over ``h`` where :func:`skipvsr.kernels.warps` takes every map as bf16 and
         ``h`` is a contiguous channels-last float32 map (:func:`kernels.warp_add_run_`), else
-        warp by warp and add by add."""
+        warp by warp and add by add. ``outs``: maps for the warped ones (each of its ``x``'s
+        shape and dtype, contiguous channels-last), else new."""
+        outs = outs or [None] * len(xs)
         fused = (
             all(kernels.warps(x) and x.dtype == torch.bfloat16 and x.shape == h.shape for x in xs)
             and h.dtype == torch.float32
             and h.is_contiguous(memory_format=torch.channels_last)
         )
         if fused:
-            return kernels.warp_add_run_(xs, *self.kernel_taps(torch.bfloat16), h, cast_into)
-        warped = [self(x) for x in xs]
+            return kernels.warp_add_run_(xs, *self.kernel_taps(torch.bfloat16), h, cast_into, outs)
+        warped = [self(x, out) for x, out in zip(xs, outs, strict=True)]
         for i, u in enumerate(warped):
             kernels.residual_add_(h, u, cast_into if i == len(warped) - 1 else None)
         return warped

@@ -9,6 +9,8 @@ several (AMX Xeon, 2 threads, 64 channels at 180x320 unless said):
   casts the update to float32) and, optionally, the next block's bf16 copy of ``h`` inside its
   zero border (:meth:`skipvsr.routing.BlockConvs.update`): the add 1.06 -> 0.45 ms, add and
   cast 1.58 -> 0.65 ms, against a block's two convs of 3.6 ms. Bit for bit torch's numbers.
+  Optionally it copies the update into a routed block's cache map with streamed
+  (non-temporal) stores in the same pass (:meth:`skipvsr.routing.Router._cache_map`).
 * :func:`shuffle_into_`: the upsampler's pixel shuffle of a channels-last conv output into a
   zero border, copying whole pixel rows. Bit for bit (a copy).
 * :func:`gather_cells`, :func:`zero_outside_`, :func:`scatter_cells_`: a routed block's running
@@ -18,7 +20,8 @@ several (AMX Xeon, 2 threads, 64 channels at 180x320 unless said):
   one as it is written), the same on a routed block's skipped cells only, and a run of blocks
   skipped everywhere whose reused updates are warped and added into the float32 stream (the
   next block's input cast after them) in one pass over it, instead of embedding_bag's warp and
-  an add per block. Bit for bit the torch ops' numbers.
+  an add per block (the warped caches streamed past the CPU's cache). Bit for bit the torch
+  ops' numbers.
 * :func:`warp_taps`: those taps (source rows and weights) from the flow's sampling grid, 0.28
   against 1.6 ms for the torch ops. Bit for bit.
 * :func:`score_inputs`, :func:`refresh_cells_`: a routed block's estimator inputs (the strided
@@ -203,24 +206,34 @@ def fuses(h: torch.Tensor, update: torch.Tensor) -> bool:
 
 
 def residual_add_(
-    h: torch.Tensor, update: torch.Tensor, cast_into: torch.Tensor | None = None
+    h: torch.Tensor,
+    update: torch.Tensor,
+    cast_into: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``h += update`` in place, and where ``cast_into`` is given, ``cast_into`` = ``h`` (after the
-    add) rounded to its dtype. Returns ``h``.
+    add) rounded to its dtype; where ``keep`` is given, ``keep`` = ``update`` (a copy). Returns
+    ``h``.
 
     ``h`` ``(B, C, H, W)`` float32; ``update`` of its shape, bfloat16 or float32; ``cast_into``
     of its shape, any float dtype and strides (typically the inside of a zero-bordered bf16
-    map). Channels-last CPU maps run the fused kernel (:func:`fuses`), anything else the torch
-    ops, with the same result bit for bit."""
-    fused = fuses(h, update) and (
-        cast_into is None or (cast_into.dtype == torch.bfloat16 and _rows(cast_into))
+    map); ``keep`` of its shape and ``update``'s dtype, not overlapping it. Channels-last CPU
+    maps run the fused kernel (:func:`fuses`), which writes ``keep`` with non-temporal stores
+    (around the CPU's cache: a routed block's cached update is read a frame later), anything
+    else the torch ops, with the same result bit for bit."""
+    fused = (
+        fuses(h, update)
+        and (cast_into is None or (cast_into.dtype == torch.bfloat16 and _rows(cast_into)))
+        and (keep is None or (keep.dtype == update.dtype and _rows(keep)))
     )
     if not fused:
+        if keep is not None:
+            keep.copy_(update)
         h.add_(update)
         if cast_into is not None:
             cast_into.copy_(h)
         return h
-    extension().residual_add_(h, update, cast_into)
+    extension().residual_add_(h, update, cast_into, keep)
     return h
 
 
@@ -330,13 +343,19 @@ def warp_add_run_(
     weights: torch.Tensor,
     h: torch.Tensor,
     cast_into: torch.Tensor | None = None,
+    outs: list[torch.Tensor | None] | None = None,
 ) -> list[torch.Tensor]:
     """A run of blocks skipped everywhere, in order: for each cached update ``x`` of ``xs``
     (bf16, as :func:`warps` takes them, each of ``h``'s shape) its warp (:func:`warp_rows_`),
     added into the float32 stream ``h`` ``(B, C, H, W)`` contiguous channels-last, then
     ``cast_into`` = ``h`` rounded to bf16 where given. One pass over ``h`` for the run; bit for
-    bit :func:`warp_rows_` block by block. Returns the warped updates."""
-    outs = [torch.empty_like(x, memory_format=torch.channels_last) for x in xs]
+    bit :func:`warp_rows_` block by block. Returns the warped updates, written into ``outs``
+    where given (each of its ``x``'s shape and dtype, contiguous channels-last, 32-byte
+    aligned: the kernel streams them past the CPU's cache), else new."""
+    outs = [
+        out if out is not None and out.data_ptr() % 32 == 0 else torch.empty_like(x)
+        for x, out in zip(xs, outs or [None] * len(xs), strict=True)
+    ]
     extension().warp_add_run_(xs, rows, weights, outs, h, cast_into)
     return outs
 

@@ -58,6 +58,26 @@ def test_fused_add_casts_into_the_next_blocks_bordered_input(fused, ring):
     assert torch.equal(out.view(torch.int16), expected.view(torch.int16))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("cast", [False, True])
+def test_fused_add_keeps_a_copy_of_the_update(fused, dtype, cast):
+    """``keep`` (a routed block's cache map, written with streamed stores) receives the update
+    bit for bit, row starts off the stores' 32-byte alignment included (width 5 x 8
+    channels), and the add and the cast are unchanged by it."""
+    h, u = _maps((2, 8, 5, 5), dtype, seed=3)
+    want_h = h.clone().add_(u)
+    keep = torch.full_like(u, 7.0)
+    out = torch.empty_like(u, dtype=torch.bfloat16) if cast else None
+    kernels.residual_add_(h, u, out, keep)
+    assert torch.equal(keep, u) and torch.equal(h, want_h)
+    if cast:
+        assert torch.equal(out, want_h.to(torch.bfloat16))
+    # the torch ops, where the kernel does not apply, copy it too
+    nchw, keep = want_h.contiguous(), torch.zeros_like(u.contiguous())
+    kernels.residual_add_(nchw, u.contiguous(), keep=keep)
+    assert torch.equal(keep, u)
+
+
 def test_the_torch_ops_serve_where_the_kernel_does_not_apply(fused):
     h, u = _maps((1, 8, 6, 7), torch.bfloat16)
     nchw = h.contiguous()
@@ -102,9 +122,9 @@ def test_the_network_gives_the_same_output_with_and_without_the_kernel(
     calls = []
     original = kernels.residual_add_
 
-    def counted(h, update, cast_into=None):
+    def counted(h, update, cast_into=None, keep=None):
         calls.append(cast_into is not None)
-        return original(h, update, cast_into)
+        return original(h, update, cast_into, keep)
 
     with torch.no_grad():
         monkeypatch.setattr(routing, "residual_add_", counted)
@@ -309,6 +329,22 @@ def test_warp_add_is_the_warps_then_the_adds(fused, ring, length, monkeypatch):
         assert torch.equal(got_in, want_in)
 
 
+def test_warp_add_writes_into_the_given_maps(fused):
+    """The warped updates go into the maps given for them (the router's cache maps), with the
+    numbers of new ones; a map off the streamed stores' alignment is replaced by a new one."""
+    (x, plan), (y, _) = _warp_case((1, 64, 6, 8), seed=4), _warp_case((1, 64, 6, 8), seed=5)
+    h = torch.randn(1, 64, 6, 8).contiguous(memory_format=CL)
+    want = plan.warp_add_([x, y], h.clone())
+    outs = [torch.empty_like(x), torch.empty_like(y)]
+    got = plan.warp_add_([x, y], h.clone(), outs=outs)
+    assert all(a is b for a, b in zip(got, outs, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    shifted = torch.empty(x.numel() + 8, dtype=x.dtype)[8:]  # 16 bytes past an aligned start
+    odd = shifted.view(1, 6, 8, 64).permute(0, 3, 1, 2)
+    got = kernels.warp_add_run_([x], *plan.kernel_taps(torch.bfloat16), h.clone(), None, [odd])
+    assert got[0] is not odd and torch.equal(got[0], want[0])
+
+
 def test_warp_kernel_refuses_what_it_does_not_take(fused):
     x, _ = _warp_case((1, 64, 4, 4))
     assert not kernels.warps(x.half())  # float16
@@ -448,3 +484,38 @@ def test_routed_network_is_the_same_with_the_estimator_kernels(fused, monkeypatc
     executed = got.executed["forward"][1:]
     assert 0 < float(executed.mean()) < 1  # partly skipped: the refresh ran
     assert torch.equal(got.executed["forward"], want.executed["forward"])
+
+
+@pytest.mark.parametrize(
+    "route",
+    [Route(threshold=0.5, cell=8), Route(policy="rotate", keep=0.4, cell=8)],
+    ids=["learned", "rotate"],
+)
+def test_cached_updates_reuse_their_maps_frame_after_frame(fused, route, monkeypatch):
+    """A routed clip's cached updates live in maps of their own that the blocks hand on to one
+    another (:meth:`Router._cache_map`): each branch makes at most one per block and one per
+    block of its longest run of skips, however long the clip (keeping each update as it comes
+    took a new map per block and frame), and the picture is the one of the torch ops."""
+    model = tiny_model(num_feat=16).channels_last()
+    made = []
+    original = routing.Router._cache_map
+
+    def counting(self, like):
+        spare = any(t.shape == like.shape and t.dtype == like.dtype for t in self._spare)
+        made.append(not spare)
+        return original(self, like)
+
+    monkeypatch.setattr(routing.Router, "_cache_map", counting)
+    counts = []
+    with torch.no_grad():
+        for frames in (3, 8):
+            lr = moving_clip(frames, 16, 20)[None]
+            made.clear()
+            got = model(lr, route=route, precision="mixed").sr
+            counts.append(sum(made))
+        monkeypatch.setattr(kernels, "fuses", lambda h, u: False)
+        _torch_warp(monkeypatch)
+        want = model(lr, route=route, precision="mixed").sr
+    assert torch.equal(got, want)
+    bound = 2 * 2 * 6  # branches x (a cache and a spare) x blocks
+    assert 0 < counts[0] <= bound and 0 < counts[1] <= bound
