@@ -140,6 +140,36 @@ def test_the_network_gives_the_same_output_with_and_without_the_kernel(
             assert any(calls)  # a next block's input came from the add
 
 
+def test_learned_routing_casts_after_a_dense_block(fused, monkeypatch):
+    """With the learned policy, the add of a block that ran densely also casts the stream into
+    the next block's input (it is likely to run densely too), on frames that are not forced;
+    the picture stays the torch ops' one."""
+    if not routing.prepads(torch.bfloat16):
+        pytest.skip("oneDNN has no bf16 path on this CPU: no bordered inputs to cast into")
+    model = tiny_model().channels_last()
+    lr = moving_clip(4, 16, 20)[None]
+    casts, forced = [], [False]
+    add, apply = kernels.residual_add_, routing.Router.apply
+
+    def counted(h, update, cast_into=None, keep=None):
+        casts.append((forced[0], cast_into is not None))
+        return add(h, update, cast_into, keep)
+
+    def applying(self, block, m, h, run, inplace=False):
+        forced[0] = self._full_frame or self.updates[m] is None
+        return apply(self, block, m, h, run, inplace)
+
+    route = Route(threshold=0.05, cell=8)
+    with torch.no_grad():
+        monkeypatch.setattr(routing, "residual_add_", counted)
+        monkeypatch.setattr(routing.Router, "apply", applying)
+        got = model(lr, route=route, precision="mixed").sr
+        monkeypatch.setattr(kernels, "fuses", lambda h, u: False)
+        want = model(lr, route=route, precision="mixed").sr
+    assert torch.equal(got, want)
+    assert any(cast for was_forced, cast in casts if not was_forced)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("ring", [0, 1, 2])
 def test_shuffle_kernel_is_the_channels_last_pixel_shuffle(fused, dtype, ring):
