@@ -523,17 +523,22 @@ def test_routed_network_is_the_same_with_the_estimator_kernels(fused, monkeypatc
 )
 def test_cached_updates_reuse_their_maps_frame_after_frame(fused, route, monkeypatch):
     """A routed clip's cached updates live in maps of their own that the blocks hand on to one
-    another (:meth:`Router._cache_map`): each branch makes at most one per block and one per
-    block of its longest run of skips, however long the clip (keeping each update as it comes
-    took a new map per block and frame), and the picture is the one of the torch ops."""
+    another (:meth:`Router._cache_map`): each branch makes one per block at its first need and
+    at most one more per block of its longest run of skips, however long the clip (keeping
+    each update as it comes took a new map per block and frame), and the picture is the one
+    of the torch ops."""
     model = tiny_model(num_feat=16).channels_last()
     made = []
     original = routing.Router._cache_map
 
     def counting(self, like):
         spare = any(t.shape == like.shape and t.dtype == like.dtype for t in self._spare)
+        first = not self._made_maps
         made.append(not spare)
-        return original(self, like)
+        got = original(self, like)
+        if first and not spare:  # the first need makes every block's map at once, one in use
+            assert self._made_maps and len(self._spare) == self.num_blocks - 1
+        return got
 
     monkeypatch.setattr(routing.Router, "_cache_map", counting)
     counts = []
