@@ -475,3 +475,18 @@ def test_band_rows_cover_the_band_bytes():
     assert rows * 2 * (2 * 640 + 4) * 64 * 2 <= HR_BAND_BYTES
     assert (rows + 1) * 2 * (2 * 640 + 4) * 64 * 2 > HR_BAND_BYTES
     assert band_rows(100_000, 64, 2) == 4
+
+
+@pytest.mark.parametrize("low", [False, True], ids=["fp32", "bf16"])
+def test_upsample_writes_into_the_given_slot(low):
+    """``upsample(..., into=)`` writes the frame into the given map (the clip's output slot)
+    with the numbers it returns otherwise, bit for bit; the clip's output is then that map."""
+    model = tiny_model().channels_last()
+    torch.manual_seed(2)
+    feats = [torch.randn(2, 8, 7, 10).contiguous(memory_format=torch.channels_last) for _ in "ab"]
+    lr = torch.rand(2, 3, 7, 10)
+    slot = torch.full((2, 3, 28, 40), float("nan"))
+    with torch.no_grad(), routing.bf16_autocast(lr, low):
+        want = model.upsample(*feats, lr)
+        got = model.upsample(*feats, lr, into=slot)
+    assert got.data_ptr() == slot.data_ptr() and torch.equal(slot, want)
