@@ -618,6 +618,8 @@ class Router:
         self.updates: list[torch.Tensor | None] = [None] * num_blocks
         self._spare: list[torch.Tensor] = []  # cache maps no block holds now (_cache_map)
         self._made_maps = False  # whether _cache_map has made the blocks' maps
+        # caches live in maps of their own where the kernels copy updates into them
+        self._pooled = route.execution == "gather" and kernels.extension() is not None
         self._warped = [True] * num_blocks
         self.flow: torch.Tensor | None = None
         self._warp: WarpPlan | None = None
@@ -938,10 +940,10 @@ class Router:
         self._spare = []
         self._made_maps = False
 
-    def _cache_map(self, like: torch.Tensor) -> torch.Tensor:
+    def _cache_map(self, like: torch.Tensor, every_block: bool = False) -> torch.Tensor:
         """A map for a cached update of ``like``'s shape and dtype, channels-last: one that no
-        block holds any more (:meth:`_retire`), else a new one; the first time, one for every
-        block at once.
+        block holds any more (:meth:`_retire`), else a new one; with ``every_block`` (the add
+        copies fresh updates into these maps), the first time one for every block at once.
 
         The caches of ``gather`` execution live in these maps only, never in the heap's
         transient buffers: a cache is read a frame later, so a map freed to the heap after a
@@ -958,7 +960,7 @@ class Router:
         for i, t in enumerate(self._spare):
             if t.shape == like.shape and t.dtype == like.dtype:
                 return self._spare.pop(i)
-        if not self._made_maps:
+        if every_block and self._pooled and not self._made_maps:
             self._made_maps = True
             self._spare.extend(
                 torch.empty_like(like, memory_format=torch.channels_last)
@@ -969,8 +971,9 @@ class Router:
 
     def _retire(self, cache: torch.Tensor | None) -> None:
         """``cache``, a block's cached update that the block has just replaced, is free for
-        :meth:`_cache_map`."""
-        if cache is not None and self.route.execution == "gather":
+        :meth:`_cache_map` (where the caches live in maps of their own; else it is dropped, as
+        the updates themselves are the caches there)."""
+        if cache is not None and self._pooled:
             self._spare.append(cache)
 
     def reused_update(self, m: int) -> torch.Tensor:
@@ -1122,7 +1125,7 @@ class Router:
         if update is not old and kernels.fuses(h, update):
             # the add copies the fresh update into a cache map of its own (streamed), the old
             # cache's where it fits: that one has been read already where the block skips
-            keep = old if self._fits(old, update) else self._cache_map(update)
+            keep = old if self._fits(old, update) else self._cache_map(update, every_block=True)
             self.updates[m] = keep
         if self.updates[m] is not old:
             self._retire(old)

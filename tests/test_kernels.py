@@ -531,12 +531,12 @@ def test_cached_updates_reuse_their_maps_frame_after_frame(fused, route, monkeyp
     made = []
     original = routing.Router._cache_map
 
-    def counting(self, like):
+    def counting(self, like, every_block=False):
         spare = any(t.shape == like.shape and t.dtype == like.dtype for t in self._spare)
-        first = not self._made_maps
+        first = every_block and not self._made_maps
         made.append(not spare)
-        got = original(self, like)
-        if first and not spare:  # the first need makes every block's map at once, one in use
+        got = original(self, like, every_block)
+        if first and not spare:  # the first copy's need makes every block's map, one in use
             assert self._made_maps and len(self._spare) == self.num_blocks - 1
         return got
 
@@ -554,3 +554,26 @@ def test_cached_updates_reuse_their_maps_frame_after_frame(fused, route, monkeyp
     assert torch.equal(got, want)
     bound = 2 * 2 * 6  # branches x (a cache and a spare) x blocks
     assert 0 < counts[0] <= bound and 0 < counts[1] <= bound
+
+
+def test_without_the_kernels_no_cache_maps_are_made_ahead(monkeypatch):
+    """Where the add cannot copy updates into cache maps (the kernels off), the updates stay
+    the caches and no block's map is made ahead of need (it would only hold memory)."""
+    monkeypatch.setenv(kernels.ENV_SWITCH, "0")
+    kernels.extension.cache_clear()
+    spares = []
+    original = routing.Router._cache_map
+
+    def counting(self, like, every_block=False):
+        got = original(self, like, every_block)
+        spares.append(len(self._spare))
+        return got
+
+    monkeypatch.setattr(routing.Router, "_cache_map", counting)
+    try:
+        model = tiny_model(num_feat=16).channels_last()
+        with torch.no_grad():
+            model(moving_clip(4, 16, 20)[None], route=Route(threshold=0.5, cell=8))
+    finally:
+        kernels.extension.cache_clear()
+    assert max(spares, default=0) <= 1
