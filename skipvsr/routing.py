@@ -1117,9 +1117,7 @@ class Router:
         self._warped[m] = True
         self._ready = None
         if not inplace or mask_mode or self._holds(h):
-            if update is not old:
-                self._retire(old)
-            return h + update
+            return h + update  # the update is the cache (a tapped depth, autograd)
         self._rounded = None  # its cast of h would be stale
         keep = None
         if update is not old and kernels.fuses(h, update):
@@ -1127,8 +1125,8 @@ class Router:
             # cache's where it fits: that one has been read already where the block skips
             keep = old if self._fits(old, update) else self._cache_map(update, every_block=True)
             self.updates[m] = keep
-        if self.updates[m] is not old:
-            self._retire(old)
+        if keep is not None and keep is not old:
+            self._retire(old)  # else the update itself is the cache, the old one dropped
         ring = self._next_ring(m, h)
         if not ring:
             return residual_add_(h, update, keep=keep)
