@@ -981,7 +981,7 @@ class Router:
         if not self._warped[m]:
             if self._warp is not None:
                 old = self.updates[m]
-                out = self._cache_map(old) if self.route.execution == "gather" else None
+                out = self._cache_map(old) if self._pooled else None
                 self.updates[m] = self._warp(old, out)
                 self._retire(old)
             self._warped[m] = True
@@ -1168,7 +1168,7 @@ class Router:
         ready = empty_bordered(tuple(h.shape), ring, torch.bfloat16, h.device) if ring else None
         inside = ready[:, :, ring:-ring, ring:-ring] if ring else None
         olds = [self.updates[j] for j in run]
-        outs = [self._cache_map(x) for x in olds]
+        outs = [self._cache_map(x) for x in olds] if self._pooled else None
         warped = self._warp.warp_add_(olds, h, inside, outs)
         for j, update, old in zip(run, warped, olds, strict=True):
             self.updates[j] = update
