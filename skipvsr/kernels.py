@@ -210,17 +210,19 @@ def residual_add_(
     update: torch.Tensor,
     cast_into: torch.Tensor | None = None,
     keep: torch.Tensor | None = None,
+    accumulate: bool = False,
 ) -> torch.Tensor:
     """``h += update`` in place, and where ``cast_into`` is given, ``cast_into`` = ``h`` (after the
-    add) rounded to its dtype; where ``keep`` is given, ``keep`` = ``update`` (a copy). Returns
-    ``h``.
+    add) rounded to its dtype; where ``keep`` is given, ``keep`` = ``update`` (a copy), or with
+    ``accumulate`` ``keep += update`` (a group's total update). Returns ``h``.
 
     ``h`` ``(B, C, H, W)`` float32; ``update`` of its shape, bfloat16 or float32; ``cast_into``
     of its shape, any float dtype and strides (typically the inside of a zero-bordered bf16
     map); ``keep`` of its shape and ``update``'s dtype, not overlapping it. Channels-last CPU
     maps run the fused kernel (:func:`fuses`), which writes ``keep`` with non-temporal stores
-    (around the CPU's cache: a routed block's cached update is read a frame later), anything
-    else the torch ops, with the same result bit for bit."""
+    (around the CPU's cache: a routed block's cached update is read a frame later; an
+    accumulated one with plain stores), anything else the torch ops, with the same result bit
+    for bit."""
     fused = (
         fuses(h, update)
         and (cast_into is None or (cast_into.dtype == torch.bfloat16 and _rows(cast_into)))
@@ -228,12 +230,12 @@ def residual_add_(
     )
     if not fused:
         if keep is not None:
-            keep.copy_(update)
+            keep.add_(update) if accumulate else keep.copy_(update)
         h.add_(update)
         if cast_into is not None:
             cast_into.copy_(h)
         return h
-    extension().residual_add_(h, update, cast_into, keep)
+    extension().residual_add_(h, update, cast_into, keep, accumulate)
     return h
 
 

@@ -133,6 +133,7 @@ class Route:
     refresh: int = 0
     backward_budget: float | None = None
     estimator_stride: int | None = None
+    group: int = 1
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -161,6 +162,10 @@ class Route:
             raise ValueError(f"refresh must be >= 0 frames, got {self.refresh}")
         if self.policy != "learned" and self.keep is None and self.block_budget is None:
             raise ValueError(f"policy {self.policy!r} needs keep or budget")
+        if self.group < 1:
+            raise ValueError(f"group must be >= 1 blocks, got {self.group}")
+        if self.group > 1 and self.policy != "rotate":
+            raise ValueError(f"group needs policy 'rotate', got {self.policy!r}")
         if self.backward_budget is not None:
             if not (0.0 <= self.backward_budget <= 1.0):
                 raise ValueError(f"backward_budget must be in [0, 1], got {self.backward_budget}")
@@ -356,12 +361,19 @@ class ConfidenceEstimator(nn.Module):
         return torch.sigmoid(self.logits(m, pooled))
 
 
-def frozen_keep_mask(policy: str, k: int, num_blocks: int, shift: int = 0) -> torch.Tensor:
+def frozen_keep_mask(
+    policy: str, k: int, num_blocks: int, shift: int = 0, group: int = 1
+) -> torch.Tensor:
     """Blocks kept by a frozen policy with ``k`` of ``num_blocks``: ``(num_blocks,)`` bool.
 
     ``rotate`` is the ``uniform`` pattern shifted by ``shift`` blocks (the frame's step), so
-    over ``num_blocks`` consecutive frames every block runs ``k`` times.
+    over ``num_blocks`` consecutive frames every block runs ``k`` times. With ``group`` > 1
+    (``rotate`` only; it divides ``num_blocks``) the pattern is over ``num_blocks / group``
+    groups of consecutive blocks, ``k`` of them kept, shifting by one group a frame.
     """
+    if group > 1:
+        groups = frozen_keep_mask(policy, k, num_blocks // group, shift)
+        return groups.repeat_interleave(group)
     idx = torch.arange(num_blocks)
     if policy == "shallow":
         return idx < k
@@ -547,14 +559,18 @@ def zero_bordered(x: torch.Tensor, ring: int, dtype: torch.dtype) -> torch.Tenso
 
 
 def add_casting_(
-    h: torch.Tensor, update: torch.Tensor, ring: int, keep: torch.Tensor | None = None
+    h: torch.Tensor,
+    update: torch.Tensor,
+    ring: int,
+    keep: torch.Tensor | None = None,
+    accumulate: bool = False,
 ) -> torch.Tensor:
     """``h += update`` in place (:func:`skipvsr.kernels.residual_add_`), writing ``h`` after the
     add in the same pass into a new bf16 map with a zero border of ``ring`` pixels: the next
-    block's input for :meth:`BlockConvs.update`; and ``update`` into ``keep`` where given.
-    Returns that map."""
+    block's input for :meth:`BlockConvs.update`; and ``update`` into ``keep`` (added to it with
+    ``accumulate``) where given. Returns that map."""
     out = empty_bordered(tuple(h.shape), ring, torch.bfloat16, h.device)
-    residual_add_(h, update, out[:, :, ring:-ring, ring:-ring], keep)
+    residual_add_(h, update, out[:, :, ring:-ring, ring:-ring], keep, accumulate)
     return out
 
 
@@ -598,6 +614,10 @@ class Router:
         taps: tuple[int, ...] = (),
     ) -> None:
         check_precision(precision)
+        if num_blocks % route.group:
+            raise ValueError(
+                f"group must divide the trunk's {num_blocks} blocks, got {route.group}"
+            )
         self.convs = convs
         self.taps = taps
         self.route = route
@@ -620,6 +640,15 @@ class Router:
         self._made_maps = False  # whether _cache_map has made the blocks' maps
         # caches live in maps of their own where the kernels copy updates into them
         self._pooled = route.execution == "gather" and kernels.extension() is not None
+        # a group's leader holds the group's total update (_apply_member); mask execution and
+        # a tap inside a group keep one cache per block (the same numbers up to rounding)
+        g = route.group
+        self._grouped = (
+            g > 1
+            and route.skip == "reuse"
+            and route.execution == "gather"
+            and all(t % g == 0 for t in taps)
+        )
         self._warped = [True] * num_blocks
         self.flow: torch.Tensor | None = None
         self._warp: WarpPlan | None = None
@@ -644,6 +673,7 @@ class Router:
         # per block on this frame, where known in advance (else False)
         self._runs_everywhere: list[bool] = []
         self._skips_everywhere: list[bool] = []
+        self._read_later: list[bool] = []  # per block on this frame (_skipped_next)
         self._merged_until = 0  # blocks before this one were applied by a run (_reuse_add_)
         self._ran_densely = False  # whether the last block applied ran densely
         self.targets = targets
@@ -692,17 +722,14 @@ class Router:
             if self._full_frame:
                 k = self.num_blocks
             else:
-                # Error diffusion over the free frames makes a fractional K exact on average.
-                target = self._free_keep_fraction() * self.num_blocks
-                j = self._free_steps
-                k = max(0, min(self.num_blocks, round(target * (j + 1)) - round(target * j)))
+                k = self._frozen_count(self._free_steps)
                 self._free_steps += 1
             if r.policy == "random":
                 noise = torch.rand(*cells, self.num_blocks, generator=self._gen)
                 ranks = noise.argsort(dim=-1).argsort(dim=-1)
                 self._plan = (ranks < k).permute(3, 0, 1, 2).to(self.device)
             else:
-                keep = frozen_keep_mask(r.policy, k, self.num_blocks, shift=self.step)
+                keep = frozen_keep_mask(r.policy, k, self.num_blocks, self.step, r.group)
                 self._plan = keep.view(-1, 1, 1, 1).expand(-1, *cells).to(self.device)
         self.thresholds.append(-1.0 if tau is None else tau)
         self.step += 1
@@ -716,6 +743,30 @@ class Router:
             self._skips_everywhere = self._plan.flatten(1).any(1).logical_not().tolist()
         else:
             self._runs_everywhere = [False] * self.num_blocks  # decided block by block
+        self._read_later = self._skipped_next()
+
+    def _frozen_count(self, free_step: int) -> int:
+        """K of a frozen policy on the ``free_step``-th frame that is not forced, in groups of
+        ``route.group`` blocks: error diffusion over the free frames makes a fractional K exact
+        on average."""
+        units = self.num_blocks // self.route.group
+        target = self._free_keep_fraction() * units
+        j = free_step
+        return max(0, min(units, round(target * (j + 1)) - round(target * j)))
+
+    def _skipped_next(self) -> list[bool]:
+        """Per block, whether a later frame may read the update it makes on this one: ``False``
+        only where a frozen plan runs the block everywhere on the next frame (or no frame of the
+        branch follows, or the next is forced), so that the add copies no cache that the next
+        frame would overwrite unread. ``rotate`` at 0.80 runs 22 of 30 blocks a frame, and 14 of
+        them again on the next."""
+        r, step = self.route, self.step  # the next frame's step
+        if r.execution != "gather" or r.policy in ("learned", "random"):
+            return [True] * self.num_blocks
+        if step >= self.num_frames or r.forced(step):
+            return [False] * self.num_blocks
+        k = self._frozen_count(self._free_steps)
+        return frozen_keep_mask(r.policy, k, self.num_blocks, step, r.group).logical_not().tolist()
 
     def _last_free_frame(self, step: int) -> bool:
         """Whether every propagation step after ``step`` is forced."""
@@ -962,9 +1013,9 @@ class Router:
                 return self._spare.pop(i)
         if every_block and self._pooled and not self._made_maps:
             self._made_maps = True
+            holders = self.num_blocks // self.route.group if self._grouped else self.num_blocks
             self._spare.extend(
-                torch.empty_like(like, memory_format=torch.channels_last)
-                for _ in range(self.num_blocks)
+                torch.empty_like(like, memory_format=torch.channels_last) for _ in range(holders)
             )
             return self._spare.pop()
         return torch.empty_like(like, memory_format=torch.channels_last)
@@ -1057,6 +1108,8 @@ class Router:
                 return masked_residual_block(block, h, run, self.grid, prec)
             return run_residual_block(block, h, run, self.grid, prec)
 
+        if self._member(m):
+            return self._apply_member(block, m, h, run, inplace)
         dtype = self.cache_dtype(m)
 
         def dense_update() -> torch.Tensor:
@@ -1118,20 +1171,74 @@ class Router:
         self._ready = None
         if not inplace or mask_mode or self._holds(h):
             return h + update  # the update is the cache (a tapped depth, autograd)
+        return self._add_(m, h, update, old)
+
+    def _add_(
+        self,
+        m: int,
+        h: torch.Tensor,
+        update: torch.Tensor,
+        old: torch.Tensor | None = None,
+        total: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``h += update`` in place for block ``m`` (``h`` free to overwrite), casting ``h`` into
+        the next block's input where :meth:`_next_ring` asks. ``update`` is block ``m``'s new
+        cache, copied by the add into a map of the router's own where the kernels run (the map
+        of ``old``, its last cache, where that fits); or, for a group's member, added by the
+        add into ``total``, its group's total update."""
         self._rounded = None  # its cast of h would be stale
+        ring = self._next_ring(m, h)
+        if total is not None:
+            if not ring:
+                return residual_add_(h, update, keep=total, accumulate=True)
+            self._ready = (h, add_casting_(h, update, ring, total, accumulate=True))
+            return h
         keep = None
-        if update is not old and kernels.fuses(h, update):
+        if self._member(m):
+            pass  # its update is in its group's total (_apply_member), or read by no frame
+        elif not self._read_later[m]:
+            self.updates[m] = old if self._pooled else None  # a map kept, never read
+        elif update is not old and kernels.fuses(h, update):
             # the add copies the fresh update into a cache map of its own (streamed), the old
             # cache's where it fits: that one has been read already where the block skips
             keep = old if self._fits(old, update) else self._cache_map(update, every_block=True)
             self.updates[m] = keep
         if keep is not None and keep is not old:
             self._retire(old)  # else the update itself is the cache, the old one dropped
-        ring = self._next_ring(m, h)
         if not ring:
             return residual_add_(h, update, keep=keep)
         self._ready = (h, add_casting_(h, update, ring, keep))
         return h
+
+    def _member(self, m: int) -> bool:
+        """Whether block ``m`` is in a group of ``route.group`` blocks but not its first: the
+        first block's cache holds the group's total update (:meth:`_apply_member`)."""
+        return self._grouped and m % self.route.group != 0
+
+    def _apply_member(
+        self, block: nn.Module, m: int, h: torch.Tensor, run: torch.Tensor, inplace: bool
+    ) -> torch.Tensor:
+        """:meth:`apply` for a group's member ``m``: the group runs and skips together (a frozen
+        plan of whole groups), so where it skips, its first block added the group's total
+        update (``h`` returned as it is); where it runs, ``m``'s update is added to ``h`` and
+        to the first block's cache, fresh from this frame.
+
+        A skipped group thus warps one cache instead of one per block: warp(sum u) is sum
+        warp(u) (the warp is linear), up to float rounding."""
+        if not bool(run.any()):
+            return h
+        lead = m - m % self.route.group
+        convs = self.block_convs(block, m)
+        ready = self._ready[1] if self._ready is not None and self._ready[0] is h else None
+        update = convs.update(h, ready).to(self.cache_dtype(m))
+        total = self.updates[lead] if self._read_later[m] else None
+        self._ran_densely = True
+        self._ready = None
+        if not inplace or self._holds(h) or (total is not None and total.requires_grad):
+            if total is not None:
+                self.updates[lead] = total + update
+            return h + update
+        return self._add_(m, h, update, total=total)
 
     @staticmethod
     def _fits(cache: torch.Tensor | None, update: torch.Tensor) -> bool:
@@ -1158,11 +1265,12 @@ class Router:
             nxt < self.num_blocks
             and self._skips_everywhere[nxt]
             and nxt not in self.taps  # the trunk reads h before that block
-            and self.updates[nxt] is not None
-            and not self._warped[nxt]
-            and self.updates[nxt].dtype == self.updates[m].dtype
         ):
-            run.append(nxt)
+            if not self._member(nxt):  # a member's update is in its group's first cache
+                cache = self.updates[nxt]
+                if cache is None or self._warped[nxt] or cache.dtype != self.updates[m].dtype:
+                    break
+                run.append(nxt)
             nxt += 1
         ring = self._next_ring(nxt - 1, h)
         ready = empty_bordered(tuple(h.shape), ring, torch.bfloat16, h.device) if ring else None

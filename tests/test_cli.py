@@ -24,6 +24,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (["upscale", "x", "-o", "y", "--threshold", "1.5"], "threshold must be in [0.0, 1.0)"),
         (["upscale", "x", "-o", "y", "--policy", "best"], "invalid choice"),
         (["upscale", "x", "-o", "y", "--estimator-stride", "0"], "estimator-stride must be >= 1"),
+        (["upscale", "x", "-o", "y", "--group", "0"], "group must be >= 1"),
         (
             ["upscale", "x", "-o", "y", "--cell", "tile"],
             "cell must be an integer >= 4 or 'frame', got 'tile'",
@@ -36,6 +37,12 @@ def test_usage_errors_exit_2(args, needle, capsys):
         main(args)
     assert e.value.code == 2
     assert needle in capsys.readouterr().err
+
+
+def test_group_without_rotate_is_a_usage_error(capsys):
+    args = ["eval", "--dataset", "vid4", "--data-root", "x", "--json", "-", "--group", "3"]
+    assert main(args) == 2
+    assert "group needs policy 'rotate', got 'learned'" in capsys.readouterr().err
 
 
 def test_unknown_model_is_one_line_exit_1(tmp_path):

@@ -78,6 +78,27 @@ def test_fused_add_keeps_a_copy_of_the_update(fused, dtype, cast):
     assert torch.equal(keep, u)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("cast", [False, True])
+def test_fused_add_accumulates_into_a_groups_total(fused, dtype, cast):
+    """With ``accumulate``, ``keep += update`` (a group's total update) rounds as torch's
+    ``add_`` does, bit for bit, and the add and the cast are unchanged by it; the torch ops
+    where the kernel does not apply give the same."""
+    h, u = _maps((2, 8, 5, 5), dtype, seed=4)
+    total = (torch.randn(u.shape, generator=torch.Generator().manual_seed(5)) * 2).to(dtype)
+    total = total.contiguous(memory_format=CL)
+    want_h, want_total = h.clone().add_(u), total.clone().add_(u)
+    out = torch.empty_like(u, dtype=torch.bfloat16) if cast else None
+    kernels.residual_add_(h, u, out, total, accumulate=True)
+    assert torch.equal(total, want_total) and torch.equal(h, want_h)
+    assert not torch.equal(want_total, u.to(dtype))  # an addition, not a copy
+    if cast:
+        assert torch.equal(out, want_h.to(torch.bfloat16))
+    nchw, total = h.contiguous(), torch.zeros_like(u.contiguous()).add_(1.0)
+    kernels.residual_add_(nchw, u.contiguous(), keep=total, accumulate=True)
+    assert torch.equal(total, torch.ones_like(total).add_(u))
+
+
 def test_the_torch_ops_serve_where_the_kernel_does_not_apply(fused):
     h, u = _maps((1, 8, 6, 7), torch.bfloat16)
     nchw = h.contiguous()
@@ -108,8 +129,13 @@ def test_switched_off_by_the_environment(monkeypatch):
 @pytest.mark.parametrize("precision", ["mixed", "bf16", "fp32"])
 @pytest.mark.parametrize(
     "route",
-    [None, Route(threshold=0.5, cell=8), Route(policy="rotate", keep=0.5, cell=8)],
-    ids=["full", "learned", "rotate"],
+    [
+        None,
+        Route(threshold=0.5, cell=8),
+        Route(policy="rotate", keep=0.5, cell=8),
+        Route(policy="rotate", keep=0.5, cell=8, group=2),
+    ],
+    ids=["full", "learned", "rotate", "rotate-groups"],
 )
 def test_the_network_gives_the_same_output_with_and_without_the_kernel(
     fused, precision, route, monkeypatch
@@ -122,9 +148,9 @@ def test_the_network_gives_the_same_output_with_and_without_the_kernel(
     calls = []
     original = kernels.residual_add_
 
-    def counted(h, update, cast_into=None, keep=None):
+    def counted(h, update, cast_into=None, keep=None, accumulate=False):
         calls.append(cast_into is not None)
-        return original(h, update, cast_into, keep)
+        return original(h, update, cast_into, keep, accumulate)
 
     with torch.no_grad():
         monkeypatch.setattr(routing, "residual_add_", counted)
@@ -151,9 +177,9 @@ def test_learned_routing_casts_after_a_dense_block(fused, monkeypatch):
     casts, forced = [], [False]
     add, apply = kernels.residual_add_, routing.Router.apply
 
-    def counted(h, update, cast_into=None, keep=None):
+    def counted(h, update, cast_into=None, keep=None, accumulate=False):
         casts.append((forced[0], cast_into is not None))
-        return add(h, update, cast_into, keep)
+        return add(h, update, cast_into, keep, accumulate)
 
     def applying(self, block, m, h, run, inplace=False):
         forced[0] = self._full_frame or self.updates[m] is None
@@ -518,15 +544,19 @@ def test_routed_network_is_the_same_with_the_estimator_kernels(fused, monkeypatc
 
 @pytest.mark.parametrize(
     "route",
-    [Route(threshold=0.5, cell=8), Route(policy="rotate", keep=0.4, cell=8)],
-    ids=["learned", "rotate"],
+    [
+        Route(threshold=0.5, cell=8),
+        Route(policy="rotate", keep=0.4, cell=8),
+        Route(policy="rotate", keep=0.4, cell=8, group=2),
+    ],
+    ids=["learned", "rotate", "rotate-groups"],
 )
 def test_cached_updates_reuse_their_maps_frame_after_frame(fused, route, monkeypatch):
     """A routed clip's cached updates live in maps of their own that the blocks hand on to one
     another (:meth:`Router._cache_map`): each branch makes one per block at its first need and
     at most one more per block of its longest run of skips, however long the clip (keeping
-    each update as it comes took a new map per block and frame), and the picture is the one
-    of the torch ops."""
+    each update as it comes took a new map per block and frame; in groups, one per group), and
+    the picture is the one of the torch ops."""
     model = tiny_model(num_feat=16).channels_last()
     made = []
     original = routing.Router._cache_map
@@ -537,7 +567,7 @@ def test_cached_updates_reuse_their_maps_frame_after_frame(fused, route, monkeyp
         made.append(not spare)
         got = original(self, like, every_block)
         if first and not spare:  # the first copy's need makes every block's map, one in use
-            assert self._made_maps and len(self._spare) == self.num_blocks - 1
+            assert self._made_maps and len(self._spare) == self.num_blocks // route.group - 1
         return got
 
     monkeypatch.setattr(routing.Router, "_cache_map", counting)
@@ -552,7 +582,7 @@ def test_cached_updates_reuse_their_maps_frame_after_frame(fused, route, monkeyp
         _torch_warp(monkeypatch)
         want = model(lr, route=route, precision="mixed").sr
     assert torch.equal(got, want)
-    bound = 2 * 2 * 6  # branches x (a cache and a spare) x blocks
+    bound = 2 * 2 * 6 // route.group  # branches x (a cache and a spare) x cache holders
     assert 0 < counts[0] <= bound and 0 < counts[1] <= bound
 
 
@@ -577,3 +607,29 @@ def test_without_the_kernels_no_cache_maps_are_made_ahead(monkeypatch):
     finally:
         kernels.extension.cache_clear()
     assert max(spares, default=0) <= 1
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_no_cache_is_kept_where_the_next_frame_runs_the_block(fused, group, monkeypatch):
+    """A frozen plan knows the next frame's blocks: where one runs everywhere again, its add
+    copies (or, in a group, adds up) no cache that the next frame would overwrite unread. The
+    picture is the same bit for bit, with fewer caches written."""
+    model = tiny_model(num_feat=16).channels_last()
+    lr = moving_clip(6, 16, 20)[None]
+    route = Route(policy="rotate", keep=0.7, cell=8, group=group)
+    kept = []
+    original = kernels.residual_add_
+
+    def counted(h, update, cast_into=None, keep=None, accumulate=False):
+        kept.append(keep is not None)
+        return original(h, update, cast_into, keep, accumulate)
+
+    monkeypatch.setattr(routing, "residual_add_", counted)
+    with torch.no_grad():
+        got = model(lr, route=route, precision="mixed").sr
+        fewer = sum(kept)
+        kept.clear()
+        monkeypatch.setattr(routing.Router, "_skipped_next", lambda self: [True] * 6)
+        want = model(lr, route=route, precision="mixed").sr
+    assert torch.equal(got, want)
+    assert 0 < fewer < sum(kept)

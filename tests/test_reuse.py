@@ -65,10 +65,14 @@ ROUTES = [
     Route(policy="random", keep=0.5, cell=8),
     Route(policy="rotate", keep=0.5, cell=8),
     Route(policy="rotate", keep=0.3, cell=8, skip="identity"),
+    Route(policy="rotate", keep=0.5, cell=8, group=2),
+    Route(policy="rotate", keep=0.3, cell=8, group=3),
 ]
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.policy}-{r.skip}-{r.refresh}")
+@pytest.mark.parametrize(
+    "route", ROUTES, ids=lambda r: f"{r.policy}-{r.skip}-{r.refresh}-group{r.group}"
+)
 @pytest.mark.parametrize("inputs", ["difference", "warped-difference"])
 def test_gather_equals_mask_execution_with_reuse(route, inputs):
     model = tiny_model()
@@ -118,6 +122,46 @@ def test_rotate_runs_every_block_equally_often():
     assert torch.equal(half[0], ~half[1])  # at half, a block runs every other frame
 
 
+def test_rotate_in_groups_runs_and_skips_whole_groups():
+    """``group`` 3: K counts groups of 3 consecutive blocks, the pattern shifts by a group a
+    frame, and every block still runs equally often."""
+    n, g, k = 30, 3, 4
+    masks = [frozen_keep_mask("rotate", k, n, shift=s, group=g) for s in range(n // g)]
+    for mask in masks:
+        assert int(mask.sum()) == k * g
+        assert torch.equal(mask.view(-1, g).all(1), mask.view(-1, g).any(1))  # whole groups
+    assert torch.equal(sum(m.int() for m in masks), torch.full((n,), k))
+    assert not torch.equal(masks[0], masks[1])
+
+
+def test_a_skipped_group_adds_one_warped_cache():
+    """With ``group`` > 1 a group's first block keeps the group's total update and its other
+    blocks keep none; a skipped group warps that one cache. The picture is the one of a cache
+    per block (the warp is linear) up to float rounding, and the blocks run as planned."""
+    from skipvsr import routing
+
+    model = tiny_model()
+    lr = moving_clip()[None]
+    route = Route(policy="rotate", keep=0.34, cell=8, group=3)
+    held = []
+    original = routing.Router.release
+
+    def spy(self):
+        held.append([u is not None for u in self.updates])
+        original(self)
+
+    with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(routing.Router, "release", spy)
+        grouped = model(lr, route)
+        mp.setattr(routing.Router, "_member", lambda self, m: False)
+        per_block = model(lr, route)
+    assert held[0] == [True, False, False, True, False, False]  # a branch, group caches
+    assert held[-1] == [True] * 6  # a cache per block
+    assert 0 < (grouped.sr - per_block.sr).abs().max() < 1e-5
+    assert torch.equal(grouped.executed["forward"], per_block.executed["forward"])
+    assert 0 < float(grouped.executed["forward"][1:].mean()) < 1
+
+
 @pytest.mark.parametrize("frames", [5, 40])
 @pytest.mark.parametrize(
     "route",
@@ -126,8 +170,9 @@ def test_rotate_runs_every_block_equally_often():
         Route(cell=8, refresh=8),
         Route(policy="rotate", cell=8, keep=0.0),
         Route(policy="random", cell=8, keep=0.0),
+        Route(policy="rotate", cell=8, keep=0.0, group=2),
     ],
-    ids=["learned", "learned-refresh", "rotate", "random"],
+    ids=["learned", "learned-refresh", "rotate", "random", "rotate-groups"],
 )
 @pytest.mark.parametrize("budget", [0.8, 0.63, 0.43])
 def test_budgets_are_met_on_short_and_long_clips(route, budget, frames):

@@ -155,11 +155,20 @@ def test_random_policy_is_seeded():
         ({"cell": 2}, "cell must be"),
         ({"cell": 33, "estimator_stride": 2}, "estimator_stride must be >= 1 and divide cell"),
         ({"estimator_stride": 0}, "estimator_stride must be"),
+        ({"policy": "rotate", "keep": 0.5, "group": 0}, "group must be >= 1 blocks, got 0"),
+        ({"policy": "uniform", "keep": 0.5, "group": 3}, "group needs policy 'rotate'"),
+        ({"group": 2}, "group needs policy 'rotate', got 'learned'"),
     ],
 )
 def test_route_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Route(**kwargs)
+
+
+def test_a_group_must_divide_the_trunk():
+    model = tiny_model()  # 6 blocks a trunk
+    with pytest.raises(ValueError, match="group must divide the trunk's 6 blocks, got 4"):
+        model(moving_clip()[None], Route(policy="rotate", keep=0.5, cell=8, group=4))
 
 
 @pytest.mark.parametrize(

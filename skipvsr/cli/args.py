@@ -117,8 +117,9 @@ def default_model() -> str:
 
 
 def add_skip_args(p: argparse.ArgumentParser) -> None:
-    """``--skip``, ``--refresh`` and ``--estimator-stride``: what a skipped block gives,
-    full-cost refresh frames, and how much of the map the estimator reads."""
+    """``--skip``, ``--refresh``, ``--estimator-stride`` and ``--group``: what a skipped block
+    gives, full-cost refresh frames, how much of the map the estimator reads, and how many
+    consecutive blocks ``rotate`` runs and skips together."""
     p.add_argument(
         "--skip",
         choices=SKIP_OUTPUTS,
@@ -140,6 +141,14 @@ def add_skip_args(p: argparse.ArgumentParser) -> None:
         help=f"the confidence estimator reads every N-th row and column of its input (default"
         f" {ESTIMATOR_STRIDE}, or the largest divisor of it that divides the cell: a sixteenth"
         " of the map, faster, within 0.01 dB of 2 on Vid4; 1: the paper's)",
+    )
+    p.add_argument(
+        "--group",
+        type=positive_int("group"),
+        default=1,
+        help="--policy rotate: run and skip blocks in groups of N consecutive blocks (N divides"
+        " the trunk's 30 blocks); a skipped group adds its last total update, warped, in one"
+        " pass (default 1: block by block)",
     )
 
 

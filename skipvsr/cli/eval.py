@@ -104,6 +104,7 @@ def settings_from_args(args: argparse.Namespace, model: str) -> list[Setting]:
             args.skip or registered_skip(model),
             args.refresh,
             args.estimator_stride,
+            args.group,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None

@@ -185,6 +185,7 @@ def route_from_args(args: argparse.Namespace, model: str) -> Route:
         skip=args.skip or registered_skip(model),
         refresh=args.refresh,
         estimator_stride=args.estimator_stride,
+        group=args.group,
     )
     if args.full:
         return Route(**fields)

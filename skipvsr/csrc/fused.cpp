@@ -9,7 +9,8 @@
 // 0xFFFF, as torch's vectorised cast writes it), so the results are torch's bit for bit.
 // Optionally it also copies u into keep (a routed block's cached update) with non-temporal
 // stores: the cache is read only a frame later, so writing it around the CPU's cache leaves the
-// maps the next blocks read in place and skips reading the cache's old lines first.
+// maps the next blocks read in place and skips reading the cache's old lines first. Or, with
+// accumulate, adds u into keep (a group's total update), rounding as torch's add_ does.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -75,10 +76,23 @@ inline void stream_copy(char* dst, const char* src, int64_t n) {
   std::memcpy(dst + i, src + i, n - i);
 }
 
+// keep += u over n values of u's dtype (bf16: the float32 sum rounded to nearest even)
+void accumulate_row(char* keep, const char* u, int64_t n, bool low) {
+  if (low) {
+    uint16_t* k = reinterpret_cast<uint16_t*>(keep);
+    const uint16_t* v = reinterpret_cast<const uint16_t*>(u);
+    for (int64_t i = 0; i < n; ++i) k[i] = float_to_bf16(bf16_to_float(k[i]) + bf16_to_float(v[i]));
+  } else {
+    float* k = reinterpret_cast<float*>(keep);
+    const float* v = reinterpret_cast<const float*>(u);
+    for (int64_t i = 0; i < n; ++i) k[i] += v[i];
+  }
+}
+
 // h += u in place (u bfloat16 or float32); with out, also out = bf16(h) after the add; with
-// keep, also keep = u (non-temporal)
+// keep, also keep = u (non-temporal), or keep += u with accumulate
 void residual_add_(torch::Tensor h, const torch::Tensor& u, const c10::optional<torch::Tensor>& out,
-                   const c10::optional<torch::Tensor>& keep) {
+                   const c10::optional<torch::Tensor>& keep, bool accumulate) {
   TORCH_CHECK(h.scalar_type() == at::kFloat, "h must be float32");
   check_rows(h, "h", h);
   check_rows(u, "update", h);
@@ -106,9 +120,12 @@ void residual_add_(torch::Tensor h, const torch::Tensor& u, const c10::optional<
       uint16_t* orow = op ? op + b * out->stride(0) + y * out->stride(2) : nullptr;
       if (low) add_rows(hr, reinterpret_cast<const uint16_t*>(ur), orow, row);
       else add_rows(hr, reinterpret_cast<const float*>(ur), orow, row);
-      if (kp) stream_copy(kp + (b * keep->stride(0) + y * keep->stride(2)) * usize, ur, row * usize);
+      if (!kp) continue;
+      char* kr = kp + (b * keep->stride(0) + y * keep->stride(2)) * usize;
+      if (accumulate) accumulate_row(kr, ur, row, low);
+      else stream_copy(kr, ur, row * usize);
     }
-    if (kp) _mm_sfence();  // this thread's streamed stores ordered before the kernel returns
+    if (kp && !accumulate) _mm_sfence();  // this thread's streamed stores ordered before the kernel returns
   });
 }
 
@@ -692,8 +709,10 @@ void warp_taps_(const torch::Tensor& grid, torch::Tensor rows, torch::Tensor wei
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("residual_add_", &residual_add_, "h += update, and optionally out = bf16(h) and keep = update",
-        py::arg("h"), py::arg("update"), py::arg("out") = py::none(), py::arg("keep") = py::none());
+  m.def("residual_add_", &residual_add_,
+        "h += update, and optionally out = bf16(h) and keep = update (keep += update: accumulate)",
+        py::arg("h"), py::arg("update"), py::arg("out") = py::none(), py::arg("keep") = py::none(),
+        py::arg("accumulate") = false);
   m.def("shuffle_into_", &shuffle_into_, "a channels-last pixel shuffle by 2 into a zero border");
   m.def("gather_cells_", &gather_cells_, "running cells with their halo, as one batch");
   m.def("zero_outside_", &zero_outside_, "zero a cell batch outside the frame");

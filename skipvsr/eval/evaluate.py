@@ -67,6 +67,8 @@ class Setting:
         )
         if r.estimator_stride is not None:
             extra += f" estimator-stride={r.estimator_stride}"
+        if r.group > 1:
+            extra += f" group={r.group}"
         return f"{r.policy} {knob}{extra}"
 
     @property
@@ -86,6 +88,7 @@ class Setting:
             "mode": self.mode,
             "skip": r.skip,
             "refresh": r.refresh,
+            "group": r.group,
         }
 
 
@@ -99,10 +102,12 @@ def make_settings(
     skip: str = "reuse",
     refresh: int = 0,
     estimator_stride: int | None = None,
+    group: int = 1,
 ) -> list[Setting]:
     """The sweep: ``learned`` takes every threshold (default ``[0]``) and every budget; frozen
     policies take every budget (and need at least one). A budget of 1 is the ``full`` setting.
-    ``cell``, ``seed``, ``skip``, ``refresh`` and ``estimator_stride`` go into every route.
+    ``cell``, ``seed``, ``skip``, ``refresh``, ``estimator_stride`` and ``group`` (frozen
+    policies only) go into every route.
     Duplicates are dropped, order kept."""
     common = {
         "cell": cell,
@@ -111,7 +116,9 @@ def make_settings(
         "refresh": refresh,
         "estimator_stride": estimator_stride,
     }
-    full = Setting(Route(**common), mode)
+    if group > 1:  # Route refuses it for any policy but rotate
+        common["group"] = group
+    full = Setting(Route(**{**common, "group": 1}), mode)
     out: list[Setting] = []
     for p in policies:
         if p == "learned":
