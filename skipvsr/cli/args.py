@@ -8,7 +8,7 @@ import av
 
 from skipvsr.api import PRECISIONS
 from skipvsr.cost import block_fraction_for_budget
-from skipvsr.routing import ESTIMATOR_STRIDE, FRAME_CELL, POLICIES, SKIP_OUTPUTS
+from skipvsr.routing import ESTIMATOR_STRIDE, FRAME_CELL, POLICIES, ROTATE_GROUP, SKIP_OUTPUTS
 from skipvsr.weights import DEFAULT_MODEL, REGISTRY, CheckpointError, resolve
 
 
@@ -145,10 +145,10 @@ def add_skip_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--group",
         type=positive_int("group"),
-        default=1,
-        help="--policy rotate: run and skip blocks in groups of N consecutive blocks (N divides"
-        " the trunk's 30 blocks); a skipped group adds its last total update, warped, in one"
-        " pass (default 1: block by block)",
+        default=None,
+        help=f"--policy rotate: run and skip blocks in groups of N consecutive blocks (N divides"
+        f" the trunk's 30 blocks); a skipped group adds its last total update, warped, in one"
+        f" pass (default {ROTATE_GROUP}; 1: block by block)",
     )
 
 

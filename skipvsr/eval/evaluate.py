@@ -67,7 +67,7 @@ class Setting:
         )
         if r.estimator_stride is not None:
             extra += f" estimator-stride={r.estimator_stride}"
-        if r.group > 1:
+        if r.group is not None:
             extra += f" group={r.group}"
         return f"{r.policy} {knob}{extra}"
 
@@ -88,7 +88,7 @@ class Setting:
             "mode": self.mode,
             "skip": r.skip,
             "refresh": r.refresh,
-            "group": r.group,
+            "group": r.group_size(cost.NetworkShape().num_block),
         }
 
 
@@ -102,7 +102,7 @@ def make_settings(
     skip: str = "reuse",
     refresh: int = 0,
     estimator_stride: int | None = None,
-    group: int = 1,
+    group: int | None = None,
 ) -> list[Setting]:
     """The sweep: ``learned`` takes every threshold (default ``[0]``) and every budget; frozen
     policies take every budget (and need at least one). A budget of 1 is the ``full`` setting.
@@ -116,9 +116,9 @@ def make_settings(
         "refresh": refresh,
         "estimator_stride": estimator_stride,
     }
-    if group > 1:  # Route refuses it for any policy but rotate
+    if group is not None:  # Route refuses a group over 1 for any policy but rotate
         common["group"] = group
-    full = Setting(Route(**{**common, "group": 1}), mode)
+    full = Setting(Route(**{**common, "group": None}), mode)
     out: list[Setting] = []
     for p in policies:
         if p == "learned":
