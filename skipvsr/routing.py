@@ -625,7 +625,9 @@ class Router:
     ``convs``: the trunk's :meth:`skipvsr.backbone.Trunk.block_convs` for ``precision``, cast
     once for the clip (else each block casts its weights when it runs). ``taps``: the trunk's
     tapped depths (:class:`skipvsr.backbone.Trunk`), whose features a run of skipped blocks
-    must not jump over (:meth:`_reuse_add_`).
+    must not jump over (:meth:`_reuse_add_`). :attr:`group`: blocks per group of a frozen plan
+    (:meth:`Route.group_size`); in ``gather`` execution a group's first block caches the
+    group's total update (:meth:`_apply_member`).
     """
 
     def __init__(
