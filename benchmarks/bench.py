@@ -22,8 +22,9 @@ if it is absent):
   trunks, and the whole-frame wall fraction.
 * ``routed_learned`` and ``routed_rotate``: the SkipVSR model (``--learned-model``, default
   the CLI's: the shipped ``skipvsr-vimeo-bi``) at MAC budgets 0.8 / 0.63 / 0.43, with its
-  learned per-patch routing and with the ``rotate`` policy (whole blocks skipped on a
-  rotating schedule, each reusing its last warped update). Each row: ``budget``, the achieved
+  learned per-patch routing and with the ``rotate`` policy (whole groups of blocks skipped
+  on a rotating schedule, each reusing its last warped total update; ``group``: its blocks
+  per group, :data:`skipvsr.routing.ROTATE_GROUP`). Each row: ``budget``, the achieved
   ``mac_fraction`` (without SpyNet) and ``mac_fraction_with_spynet``, ``wall_fraction``
   (whole frame, vs the same model unrouted, from alternating runs: the median of the routed
   time over the unrouted time of the same round; ``learned_full_s_per_frame`` is the unrouted
@@ -259,6 +260,7 @@ def budget_rows(
             row = {
                 "threads": torch.get_num_threads(),
                 "budget": budget,
+                "group": route.group_size(up.model.num_block),
                 "mac_fraction": stats.mac_fraction,
                 "mac_fraction_with_spynet": (stats.gmacs_per_frame + spynet)
                 / (stats.full_gmacs_per_frame + spynet),
