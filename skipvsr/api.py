@@ -90,7 +90,9 @@ class UpscaleStats:
     branches together (0..60); ``None`` when nothing was routed. ``branch_blocks``: the
     executed block fraction of each branch (``backward``, ``forward``), whose mean is
     ``executed_block_fraction``. ``precision``, ``threads``, ``cpu_flags`` and
-    ``fused_kernels`` (whether :mod:`skipvsr.kernels` ran) say what computed it.
+    ``fused_kernels`` (whether :mod:`skipvsr.kernels` ran) say what computed it; ``group`` the
+    blocks per group of a ``rotate`` plan (:meth:`skipvsr.routing.Route.group_size`; 1
+    otherwise).
     """
 
     frames: int
@@ -112,6 +114,7 @@ class UpscaleStats:
     threads: int = 1
     cpu_flags: tuple[str, ...] = ()
     fused_kernels: bool = False
+    group: int = 1
 
     def as_dict(self) -> dict:
         """JSON-ready fields (the routing map is left out)."""
@@ -359,6 +362,7 @@ class Upscaler:
             threads=torch.get_num_threads(),
             cpu_flags=self.cpu_flags,
             fused_kernels=kernels.extension() is not None,
+            group=route.group_size(self.net.num_block),
         )
 
     @torch.inference_mode()

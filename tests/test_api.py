@@ -154,6 +154,17 @@ def test_stats_record_precision_threads_and_flags(up):
     assert record["threads"] == torch.get_num_threads()
     assert isinstance(record["cpu_flags"], list)
     assert record["fused_kernels"] == (kernels.extension() is not None)
+    assert record["group"] == 1
+
+
+def test_stats_record_rotates_group(up):
+    from skipvsr.api import UpscaleStats
+
+    lr = moving_clip(t=3, h=12, w=16)
+    for group, want in ((None, 3), (2, 2), (1, 1)):  # the tiny trunk has 6 blocks
+        _, stats = up.upscale(lr, Route(policy="rotate", keep=0.5, group=group))
+        assert stats.as_dict()["group"] == want
+        assert UpscaleStats.from_dict(stats.as_dict()).group == want
 
 
 def test_bf16_keeps_the_residual_stream_and_output_in_fp32():
