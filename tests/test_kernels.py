@@ -481,6 +481,7 @@ def _single_block_reuse(reuse_add):
         ((2, 16, 13, 22), 2, 6),
         ((1, 64, 8, 8), 1, 4),
         ((1, 32, 9, 5), 4, 8),
+        ((2, 64, 40, 64), 4, 1 << 16),  # whole frames: fewer cells than threads, two passes
     ],
 )
 def test_score_inputs_are_the_torch_estimator_inputs_bit_for_bit(fused, shape, stride, cell):

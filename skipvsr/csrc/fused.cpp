@@ -609,6 +609,60 @@ void score_cells(const float* hp, const int64_t hs[4], int64_t stride, const War
   }
 }
 
+// score_cells for grids of fewer cells than threads (whole frames: one), in two passes: the
+// pixels' fresh, warped and |fresh - warped| rows, in parallel over pixel rows (diff a scratch of
+// P x C bf16), then each cell's sum over its pixels in score_cells' order, so bit for bit the same
+template <int V>
+void score_rows(const float* hp, const int64_t hs[4], int64_t stride, const WarpArgs& a, int64_t C,
+                uint16_t* fresh, uint16_t* warped, uint16_t* diff, int64_t begin, int64_t end) {
+  const int v = V > 0 ? V : int(C / 8);
+  __m256 acc[V > 0 ? V : 32];
+  const __m256i magnitude = _mm256_set1_epi32(0x7fff);
+  for (int64_t r = begin; r < end; ++r) {  // r: batch * H + y of the strided map
+    const int64_t b = r / a.H, y = r % a.H;
+    for (int64_t x = 0; x < a.W; ++x) {
+      const int64_t p = r * a.W + x;
+      const float* hr = hp + b * hs[0] + y * stride * hs[2] + x * stride * hs[3];
+      if (x + 1 < a.W) {
+        prefetch_taps(a, p + 1, C);
+        const char* next = reinterpret_cast<const char*>(hr + stride * hs[3]);
+        for (int64_t off = 0; off < C * 4; off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
+      }
+      warp_sum<V>(a, p, C, v, acc);
+      for (int j = 0; j < v; j += 2) {
+        const __m256i f_lo = float_to_bf16_even(_mm256_loadu_ps(hr + 8 * j));
+        const __m256i f_hi = float_to_bf16_even(_mm256_loadu_ps(hr + 8 * j + 8));
+        const __m256i w_lo = round_away(acc[j]), w_hi = round_away(acc[j + 1]);
+        store_bf16x16(fresh + p * C + 8 * j, f_lo, f_hi);
+        store_bf16x16(warped + p * C + 8 * j, w_lo, w_hi);
+        const __m256i d_lo = float_to_bf16_even(_mm256_sub_ps(bf16_lanes_to_float(f_lo), bf16_lanes_to_float(w_lo)));
+        const __m256i d_hi = float_to_bf16_even(_mm256_sub_ps(bf16_lanes_to_float(f_hi), bf16_lanes_to_float(w_hi)));
+        store_bf16x16(diff + p * C + 8 * j, _mm256_and_si256(d_lo, magnitude), _mm256_and_si256(d_hi, magnitude));
+      }
+    }
+  }
+}
+
+void pool_cells(const uint16_t* diff, int64_t H, int64_t W, int64_t C, int64_t cell, int64_t nH, int64_t nW,
+                uint16_t* pooled, int64_t i) {
+  const int v = int(C / 8);
+  __m256 sum[32];
+  const int64_t b = i / (nH * nW), cy = (i / nW) % nH, cx = i % nW;
+  const int64_t y0 = cy * cell, y1 = std::min(y0 + cell, H), x0 = cx * cell, x1 = std::min(x0 + cell, W);
+  for (int j = 0; j < v; ++j) sum[j] = _mm256_setzero_ps();
+  for (int64_t y = y0; y < y1; ++y) {
+    for (int64_t x = x0; x < x1; ++x) {
+      const uint16_t* d = diff + ((b * H + y) * W + x) * C;
+      for (int j = 0; j < v; ++j) sum[j] = _mm256_add_ps(sum[j], bf16x8_to_float(d + 8 * j));
+    }
+  }
+  const __m256 count = _mm256_set1_ps(float((y1 - y0) * (x1 - x0)));
+  for (int j = 0; j < v; j += 2) {
+    store_bf16x16(pooled + i * C + 8 * j, float_to_bf16_even(_mm256_div_ps(sum[j], count)),
+                  float_to_bf16_even(_mm256_div_ps(sum[j + 1], count)));
+  }
+}
+
 void score_inputs_(const torch::Tensor& h, int64_t stride, const torch::Tensor& prev, const torch::Tensor& rows,
                    const torch::Tensor& weights, int64_t cell, torch::Tensor fresh, torch::Tensor warped,
                    torch::Tensor pooled) {
@@ -634,9 +688,22 @@ void score_inputs_(const torch::Tensor& h, int64_t stride, const torch::Tensor& 
   auto* wp = static_cast<uint16_t*>(warped.data_ptr());
   auto* pp = static_cast<uint16_t*>(pooled.data_ptr());
   const float* hp = h.data_ptr<float>();
-  at::parallel_for(0, B * nH * nW, 1, [&](int64_t begin, int64_t end) {
-    if (C == 64) score_cells<8>(hp, hs, stride, a, C, cell, nH, nW, fp, wp, pp, begin, end);
-    else score_cells<0>(hp, hs, stride, a, C, cell, nH, nW, fp, wp, pp, begin, end);
+  const int64_t cells = B * nH * nW;
+  if (cells >= 2 * at::get_num_threads()) {
+    at::parallel_for(0, cells, 1, [&](int64_t begin, int64_t end) {
+      if (C == 64) score_cells<8>(hp, hs, stride, a, C, cell, nH, nW, fp, wp, pp, begin, end);
+      else score_cells<0>(hp, hs, stride, a, C, cell, nH, nW, fp, wp, pp, begin, end);
+    });
+    return;
+  }
+  // few cells (a whole frame is one): split the pixels between the threads, then pool
+  std::vector<uint16_t> diff(size_t(P * C));
+  at::parallel_for(0, B * Hs, 1, [&](int64_t begin, int64_t end) {
+    if (C == 64) score_rows<8>(hp, hs, stride, a, C, fp, wp, diff.data(), begin, end);
+    else score_rows<0>(hp, hs, stride, a, C, fp, wp, diff.data(), begin, end);
+  });
+  at::parallel_for(0, cells, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) pool_cells(diff.data(), Hs, Ws, C, cell, nH, nW, pp, i);
   });
 }
 
