@@ -567,13 +567,41 @@ void warp_add_run_(const std::vector<torch::Tensor>& xs, const torch::Tensor& ro
 // the patch's pixels row by row and divided by their count, then rounded to bf16: the numbers
 // of torch's cast, sub, abs and channels-last avg_pool2d (ceil_mode, valid pixels only), bit
 // for bit, where those took six passes and as many calls.
+
+// pixel p's estimator inputs from its stream row hr: fresh = bf16(hr) and warped = its warped
+// cached row are stored, and each pair of channel vectors' |fresh - warped| (bf16 in 32-bit
+// lanes) goes to take(j, lo, hi); the next pixel's taps and stream row (step floats on) are
+// prefetched where it exists
+template <int V, typename Take>
+inline void score_pixel(const float* hr, int64_t step, bool next, const WarpArgs& a, int64_t p, int64_t C,
+                        uint16_t* fresh, uint16_t* warped, Take take) {
+  const int v = V > 0 ? V : int(C / 8);
+  __m256 acc[V > 0 ? V : 32];
+  const __m256i magnitude = _mm256_set1_epi32(0x7fff);
+  if (next) {  // the next pixel's taps and stream row: both a stride apart, or scattered
+    prefetch_taps(a, p + 1, C);
+    const char* row = reinterpret_cast<const char*>(hr + step);
+    for (int64_t off = 0; off < C * 4; off += 64) _mm_prefetch(row + off, _MM_HINT_T0);
+  }
+  warp_sum<V>(a, p, C, v, acc);
+  for (int j = 0; j < v; j += 2) {
+    const __m256i f_lo = float_to_bf16_even(_mm256_loadu_ps(hr + 8 * j));
+    const __m256i f_hi = float_to_bf16_even(_mm256_loadu_ps(hr + 8 * j + 8));
+    const __m256i w_lo = round_away(acc[j]), w_hi = round_away(acc[j + 1]);
+    store_bf16x16(fresh + p * C + 8 * j, f_lo, f_hi);
+    store_bf16x16(warped + p * C + 8 * j, w_lo, w_hi);
+    const __m256i d_lo = float_to_bf16_even(_mm256_sub_ps(bf16_lanes_to_float(f_lo), bf16_lanes_to_float(w_lo)));
+    const __m256i d_hi = float_to_bf16_even(_mm256_sub_ps(bf16_lanes_to_float(f_hi), bf16_lanes_to_float(w_hi)));
+    take(j, _mm256_and_si256(d_lo, magnitude), _mm256_and_si256(d_hi, magnitude));
+  }
+}
+
 template <int V>
 void score_cells(const float* hp, const int64_t hs[4], int64_t stride, const WarpArgs& a, int64_t C, int64_t cell,
                  int64_t nH, int64_t nW, uint16_t* fresh, uint16_t* warped, uint16_t* pooled, int64_t begin,
                  int64_t end) {
   const int v = V > 0 ? V : int(C / 8);
-  __m256 acc[V > 0 ? V : 32], sum[V > 0 ? V : 32];
-  const __m256i magnitude = _mm256_set1_epi32(0x7fff);
+  __m256 sum[V > 0 ? V : 32];
   for (int64_t i = begin; i < end; ++i) {
     const int64_t b = i / (nH * nW), cy = (i / nW) % nH, cx = i % nW;
     const int64_t y0 = cy * cell, y1 = std::min(y0 + cell, a.H), x0 = cx * cell, x1 = std::min(x0 + cell, a.W);
@@ -582,23 +610,10 @@ void score_cells(const float* hp, const int64_t hs[4], int64_t stride, const War
       for (int64_t x = x0; x < x1; ++x) {
         const int64_t p = (b * a.H + y) * a.W + x;
         const float* hr = hp + b * hs[0] + y * stride * hs[2] + x * stride * hs[3];
-        if (x + 1 < x1) {  // the next pixel's taps and stream row: both a stride apart, or scattered
-          prefetch_taps(a, p + 1, C);
-          const char* next = reinterpret_cast<const char*>(hr + stride * hs[3]);
-          for (int64_t off = 0; off < C * 4; off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
-        }
-        warp_sum<V>(a, p, C, v, acc);
-        for (int j = 0; j < v; j += 2) {
-          const __m256i f_lo = float_to_bf16_even(_mm256_loadu_ps(hr + 8 * j));
-          const __m256i f_hi = float_to_bf16_even(_mm256_loadu_ps(hr + 8 * j + 8));
-          const __m256i w_lo = round_away(acc[j]), w_hi = round_away(acc[j + 1]);
-          store_bf16x16(fresh + p * C + 8 * j, f_lo, f_hi);
-          store_bf16x16(warped + p * C + 8 * j, w_lo, w_hi);
-          const __m256i d_lo = float_to_bf16_even(_mm256_sub_ps(bf16_lanes_to_float(f_lo), bf16_lanes_to_float(w_lo)));
-          const __m256i d_hi = float_to_bf16_even(_mm256_sub_ps(bf16_lanes_to_float(f_hi), bf16_lanes_to_float(w_hi)));
-          sum[j] = _mm256_add_ps(sum[j], bf16_lanes_to_float(_mm256_and_si256(d_lo, magnitude)));
-          sum[j + 1] = _mm256_add_ps(sum[j + 1], bf16_lanes_to_float(_mm256_and_si256(d_hi, magnitude)));
-        }
+        score_pixel<V>(hr, stride * hs[3], x + 1 < x1, a, p, C, fresh, warped, [&](int j, __m256i lo, __m256i hi) {
+          sum[j] = _mm256_add_ps(sum[j], bf16_lanes_to_float(lo));
+          sum[j + 1] = _mm256_add_ps(sum[j + 1], bf16_lanes_to_float(hi));
+        });
       }
     }
     const __m256 count = _mm256_set1_ps(float((y1 - y0) * (x1 - x0)));
@@ -615,30 +630,14 @@ void score_cells(const float* hp, const int64_t hs[4], int64_t stride, const War
 template <int V>
 void score_rows(const float* hp, const int64_t hs[4], int64_t stride, const WarpArgs& a, int64_t C,
                 uint16_t* fresh, uint16_t* warped, uint16_t* diff, int64_t begin, int64_t end) {
-  const int v = V > 0 ? V : int(C / 8);
-  __m256 acc[V > 0 ? V : 32];
-  const __m256i magnitude = _mm256_set1_epi32(0x7fff);
   for (int64_t r = begin; r < end; ++r) {  // r: batch * H + y of the strided map
     const int64_t b = r / a.H, y = r % a.H;
     for (int64_t x = 0; x < a.W; ++x) {
       const int64_t p = r * a.W + x;
       const float* hr = hp + b * hs[0] + y * stride * hs[2] + x * stride * hs[3];
-      if (x + 1 < a.W) {
-        prefetch_taps(a, p + 1, C);
-        const char* next = reinterpret_cast<const char*>(hr + stride * hs[3]);
-        for (int64_t off = 0; off < C * 4; off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
-      }
-      warp_sum<V>(a, p, C, v, acc);
-      for (int j = 0; j < v; j += 2) {
-        const __m256i f_lo = float_to_bf16_even(_mm256_loadu_ps(hr + 8 * j));
-        const __m256i f_hi = float_to_bf16_even(_mm256_loadu_ps(hr + 8 * j + 8));
-        const __m256i w_lo = round_away(acc[j]), w_hi = round_away(acc[j + 1]);
-        store_bf16x16(fresh + p * C + 8 * j, f_lo, f_hi);
-        store_bf16x16(warped + p * C + 8 * j, w_lo, w_hi);
-        const __m256i d_lo = float_to_bf16_even(_mm256_sub_ps(bf16_lanes_to_float(f_lo), bf16_lanes_to_float(w_lo)));
-        const __m256i d_hi = float_to_bf16_even(_mm256_sub_ps(bf16_lanes_to_float(f_hi), bf16_lanes_to_float(w_hi)));
-        store_bf16x16(diff + p * C + 8 * j, _mm256_and_si256(d_lo, magnitude), _mm256_and_si256(d_hi, magnitude));
-      }
+      score_pixel<V>(hr, stride * hs[3], x + 1 < a.W, a, p, C, fresh, warped, [&](int j, __m256i lo, __m256i hi) {
+        store_bf16x16(diff + p * C + 8 * j, lo, hi);
+      });
     }
   }
 }
