@@ -229,8 +229,10 @@ def residual_add_(
         and (keep is None or (keep.dtype == update.dtype and _rows(keep)))
     )
     if not fused:
-        if keep is not None:
-            keep.add_(update) if accumulate else keep.copy_(update)
+        if keep is not None and accumulate:
+            keep.add_(update)
+        elif keep is not None:
+            keep.copy_(update)
         h.add_(update)
         if cast_into is not None:
             cast_into.copy_(h)

@@ -106,8 +106,8 @@ def make_settings(
 ) -> list[Setting]:
     """The sweep: ``learned`` takes every threshold (default ``[0]``) and every budget; frozen
     policies take every budget (and need at least one). A budget of 1 is the ``full`` setting.
-    ``cell``, ``seed``, ``skip``, ``refresh``, ``estimator_stride`` and ``group`` (frozen
-    policies only) go into every route.
+    ``cell``, ``seed``, ``skip``, ``refresh``, ``estimator_stride`` and, where given, ``group``
+    go into every route (a group over 1 is refused for any policy but ``rotate``).
     Duplicates are dropped, order kept."""
     common = {
         "cell": cell,
