@@ -759,7 +759,7 @@ class Router:
                 ranks = noise.argsort(dim=-1).argsort(dim=-1)
                 self._plan = (ranks < k).permute(3, 0, 1, 2).to(self.device)
             else:
-                keep = frozen_keep_mask(r.policy, k, self.num_blocks, self.step, self.group)
+                keep = self._frozen_keep(k, self.step)
                 self._plan = keep.view(-1, 1, 1, 1).expand(-1, *cells).to(self.device)
         self.thresholds.append(-1.0 if tau is None else tau)
         self.step += 1
@@ -795,10 +795,12 @@ class Router:
             return [True] * self.num_blocks
         if step >= self.num_frames or r.forced(step):
             return [False] * self.num_blocks
-        k = self._frozen_count(self._free_steps)
-        return (
-            frozen_keep_mask(r.policy, k, self.num_blocks, step, self.group).logical_not().tolist()
-        )
+        return self._frozen_keep(self._frozen_count(self._free_steps), step).logical_not().tolist()
+
+    def _frozen_keep(self, k: int, step: int) -> torch.Tensor:
+        """The blocks a frozen plan (not ``random``) keeps on propagation step ``step`` with
+        ``k`` groups of :attr:`group` blocks: ``(num_blocks,)`` bool."""
+        return frozen_keep_mask(self.route.policy, k, self.num_blocks, step, self.group)
 
     def _last_free_frame(self, step: int) -> bool:
         """Whether every propagation step after ``step`` is forced."""
@@ -1144,18 +1146,11 @@ class Router:
             return self._apply_member(block, m, h, run, inplace)
         dtype = self.cache_dtype(m)
 
-        def dense_update() -> torch.Tensor:
-            # conv1 rounds to its dtype anyway; the estimator shares that cast at stride 1 only
-            shared = not mask_mode and self.route.score_stride == 1
-            x = self.cached_form(m, h) if shared else h
-            ready = self._ready[1] if self._ready is not None and self._ready[0] is x else None
-            return self.block_convs(block, m).update(x, ready).to(dtype)
-
         self._ran_densely = True
         if self.updates[m] is None:  # forced first frame: every patch runs
-            update = dense_update()
+            update = self._dense_update(block, m, h)
         elif mask_mode:
-            fresh = dense_update()
+            fresh = self._dense_update(block, m, h)
             score = self._pending.pop(m, None)
             everywhere = bool(run.all())
             update = fresh
@@ -1171,7 +1166,7 @@ class Router:
             fraction = self.run_fraction(run)
             self._ran_densely = fraction >= DENSE_FROM
             if fraction == 1.0:
-                update = dense_update()
+                update = self._dense_update(block, m, h)
             elif fraction == 0.0:
                 if (
                     inplace
@@ -1182,7 +1177,7 @@ class Router:
                     return self._reuse_add_(m, h)
                 update = self.reused_update(m)
             elif fraction >= DENSE_FROM:
-                update = dense_update()
+                update = self._dense_update(block, m, h)
                 self.reuse_into(m, update, ~run)
             else:
                 # Warping only the skipped boxes pays once they are under half the frame;
@@ -1204,6 +1199,15 @@ class Router:
         if not inplace or mask_mode or self._holds(h):
             return h + update  # the update is the cache (a tapped depth, autograd)
         return self._add_(m, h, update, old)
+
+    def _dense_update(self, block: nn.Module, m: int, h: torch.Tensor) -> torch.Tensor:
+        """Block ``m``'s update on the whole of ``h`` in its :meth:`cache_dtype`, reading the
+        bordered bf16 input that the last add cast where there is one (:attr:`_ready`)."""
+        # conv1 rounds to its dtype anyway; the estimator shares that cast at stride 1 only
+        shared = self.route.execution != "mask" and self.route.score_stride == 1
+        x = self.cached_form(m, h) if shared else h
+        ready = self._ready[1] if self._ready is not None and self._ready[0] is x else None
+        return self.block_convs(block, m).update(x, ready).to(self.cache_dtype(m))
 
     def _add_(
         self,
@@ -1260,9 +1264,7 @@ class Router:
         if not bool(run.any()):
             return h
         lead = m - m % self.group
-        convs = self.block_convs(block, m)
-        ready = self._ready[1] if self._ready is not None and self._ready[0] is h else None
-        update = convs.update(h, ready).to(self.cache_dtype(m))
+        update = self._dense_update(block, m, h)
         total = self.updates[lead] if self._read_later[m] else None
         self._ran_densely = True
         self._ready = None
