@@ -20,11 +20,13 @@ if it is absent):
 * ``routed``: per executed block fraction (0.75 / 0.5 / 0.25, random per-patch policy, the
   worst case for box execution), the wall time of the two trunks relative to the unrouted
   trunks, and the whole-frame wall fraction.
-* ``routed_learned`` and ``routed_rotate``: the SkipVSR model (``--learned-model``, default
-  the CLI's: the shipped ``skipvsr-vimeo-bi``) at MAC budgets 0.8 / 0.63 / 0.43, with its
-  learned per-patch routing and with the ``rotate`` policy (whole groups of blocks skipped
-  on a rotating schedule, each reusing its last warped total update; ``group``: its blocks
-  per group, :data:`skipvsr.routing.ROTATE_GROUP`). Each row: ``budget``, the achieved
+* ``routed_learned``, ``routed_learned_frame`` and ``routed_rotate``: the SkipVSR model
+  (``--learned-model``, default the CLI's: the shipped ``skipvsr-vimeo-bi``) at MAC budgets
+  0.8 / 0.63 / 0.43, with its learned routing on the default 32x32 patches and on whole
+  frames (``--cell frame``: each block runs on the whole frame or not at all, no gather), and
+  with the ``rotate`` policy (whole groups of blocks skipped on a rotating schedule, each
+  reusing its last warped total update; ``group``: its blocks per group,
+  :data:`skipvsr.routing.ROTATE_GROUP`). Each row: ``budget``, ``cell``, the achieved
   ``mac_fraction`` (without SpyNet) and ``mac_fraction_with_spynet``, ``wall_fraction``
   (whole frame, vs the same model unrouted, from alternating runs: the median of the routed
   time over the unrouted time of the same round; ``learned_full_s_per_frame`` is the unrouted
@@ -33,7 +35,7 @@ if it is absent):
   repeats these rows for each count, e.g. ``1,2``), and ``s_per_frame`` the routed time.
 * ``thread_speedup`` (two or more ``--thread-counts``): how much faster the most threads run
   than the fewest, ``s_per_frame`` at the fewest over that at the most, for the unrouted
-  model (``full``) and each routed row (``routed_learned`` / ``routed_rotate``, by budget).
+  model (``full``) and each routed row (:data:`ROUTED_ROWS`, by budget).
 
 The JSON records the CPU's AVX/AMX flags and, under ``isa_limits``, the environment variables
 that hold libraries below them. ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` holds our
@@ -69,7 +71,7 @@ from skipvsr.api import PRECISIONS, Upscaler, load  # noqa: E402
 from skipvsr.backbone import BasicVSR  # noqa: E402
 from skipvsr.cli.args import default_model  # noqa: E402
 from skipvsr.kernels import SIMD_FLAGS, cpu_flags  # noqa: E402
-from skipvsr.routing import PatchGrid, Route, Router  # noqa: E402
+from skipvsr.routing import FRAME_CELL, PatchGrid, Route, Router  # noqa: E402
 from skipvsr.video.heap import tune_allocator  # noqa: E402
 from skipvsr.weights import load_model  # noqa: E402
 
@@ -240,18 +242,25 @@ def trunk_time(
     return median_time(run, repeats)
 
 
+ROUTED_ROWS = {
+    "routed_learned": {"policy": "learned"},
+    "routed_learned_frame": {"policy": "learned", "cell": FRAME_CELL},
+    "routed_rotate": {"policy": "rotate"},
+}
+"""The routed rows of :func:`budget_rows`: their keys and the :class:`Route` fields of each."""
+
+
 def budget_rows(
     up: Upscaler, lr: torch.Tensor, best_peer: float | None, repeats: int
 ) -> dict[str, list[dict]]:
-    """``routed_learned`` and ``routed_rotate`` rows of ``up`` (a model with estimators) on
-    ``lr`` ``(T, 3, H, W)``, each timed in alternation with the unrouted clip
-    (:func:`paired_times`)."""
+    """The :data:`ROUTED_ROWS` of ``up`` (a model with estimators) on ``lr`` ``(T, 3, H, W)``,
+    each timed in alternation with the unrouted clip (:func:`paired_times`)."""
     out: dict[str, list[dict]] = {}
     t = lr.shape[0]
-    for policy in ("learned", "rotate"):
+    for key, fields in ROUTED_ROWS.items():
         rows = []
         for budget in BUDGETS:
-            route = Route.for_budget(budget, policy=policy)
+            route = Route.for_budget(budget, **fields)
             _, stats = up.upscale(lr, route)  # also the warm-up
             fraction, _, wall = paired_times(
                 lambda: up.upscale(lr), lambda r=route: up.upscale(lr, r), repeats
@@ -260,6 +269,7 @@ def budget_rows(
             row = {
                 "threads": torch.get_num_threads(),
                 "budget": budget,
+                "cell": "frame" if route.cell == FRAME_CELL else route.cell,
                 "group": route.group_size(up.model.num_block),
                 "mac_fraction": stats.mac_fraction,
                 "mac_fraction_with_spynet": (stats.gmacs_per_frame + spynet)
@@ -270,7 +280,7 @@ def budget_rows(
             if best_peer:
                 row["speedup_vs_best_peer_full"] = best_peer / (wall / t)
             rows.append(row)
-        out[f"routed_{policy}"] = rows
+        out[key] = rows
     return out
 
 
@@ -299,12 +309,12 @@ def learned_rows(args: argparse.Namespace, lr: torch.Tensor, best_peer: float | 
 
 def thread_speedup(res: dict) -> dict:
     """From :func:`learned_rows`' result: the time at the fewest threads over the time at the
-    most, for the unrouted model (``full``) and for each ``routed_learned`` / ``routed_rotate``
-    budget (keys are the budgets as strings); ``threads`` is ``[fewest, most]``."""
+    most, for the unrouted model (``full``) and for each budget of the :data:`ROUTED_ROWS`
+    (keys are the budgets as strings); ``threads`` is ``[fewest, most]``."""
     full = {int(k): v for k, v in res["learned_full_s_per_frame"].items()}
     lo, hi = min(full), max(full)
     out: dict = {"threads": [lo, hi], "full": full[lo] / full[hi]}
-    for key in ("routed_learned", "routed_rotate"):
+    for key in ROUTED_ROWS:
         at = {(r["threads"], r["budget"]): r["s_per_frame"] for r in res.get(key, [])}
         budgets = sorted({b for _, b in at}, reverse=True)
         out[key] = {
@@ -335,13 +345,14 @@ def main() -> int:
     p.add_argument(
         "--learned-model",
         default=None,
-        help="model with confidence estimators for routed_learned/routed_rotate (default: the "
+        help="model with confidence estimators for the routed_learned* / routed_rotate rows "
+        "(default: the "
         "CLI's default model, skipvsr-vimeo-bi when installed)",
     )
     p.add_argument(
         "--thread-counts",
         default=None,
-        help="comma-separated thread counts for the routed_learned/routed_rotate rows "
+        help="comma-separated thread counts for the routed_learned* / routed_rotate rows "
         "(default: --threads)",
     )
     p.add_argument(

@@ -15,6 +15,7 @@ def test_thread_speedup_divides_the_fewest_threads_time_by_the_most():
     res = {
         "learned_full_s_per_frame": {"1": 4.0, "2": 2.2},
         "routed_learned": [_row(1, 0.8, 3.0), _row(1, 0.63, 2.5), _row(2, 0.8, 2.0)],
+        "routed_learned_frame": [_row(2, 0.43, 1.0), _row(1, 0.43, 2.1)],
         "routed_rotate": [_row(2, 0.63, 1.0), _row(1, 0.63, 1.9)],
     }
     got = thread_speedup(res)
@@ -22,6 +23,7 @@ def test_thread_speedup_divides_the_fewest_threads_time_by_the_most():
     assert got["full"] == pytest.approx(4.0 / 2.2)
     # a budget timed at one thread count only has no ratio
     assert got["routed_learned"] == {"0.8": pytest.approx(1.5)}
+    assert got["routed_learned_frame"] == {"0.43": pytest.approx(2.1)}
     assert got["routed_rotate"] == {"0.63": pytest.approx(1.9)}
 
 
