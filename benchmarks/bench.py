@@ -346,8 +346,7 @@ def main() -> int:
         "--learned-model",
         default=None,
         help="model with confidence estimators for the routed_learned* / routed_rotate rows "
-        "(default: the "
-        "CLI's default model, skipvsr-vimeo-bi when installed)",
+        "(default: the CLI's default model, skipvsr-vimeo-bi when installed)",
     )
     p.add_argument(
         "--thread-counts",
