@@ -84,10 +84,12 @@ def main() -> int:
     rows = []
     for (b, c, g), rs in ratios.items():
         cell = "frame" if c == FRAME_CELL else c
-        g = routes[b, c, g].group_size(up.model.num_block)
-        rows.append({"budget": b, "cell": cell, "group": g, "wall_fraction": statistics.median(rs)})
+        size = routes[b, c, g].group_size(up.model.num_block)
+        rows.append(
+            {"budget": b, "cell": cell, "group": size, "wall_fraction": statistics.median(rs)}
+        )
         print(
-            f"budget {b:.2f} cell {cell!s:>5} group {g}: wall fraction "
+            f"budget {b:.2f} cell {cell!s:>5} group {size}: wall fraction "
             f"{rows[-1]['wall_fraction']:.3f}"
         )
     result = {

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <vector>
 
 namespace {
@@ -696,13 +697,15 @@ void score_inputs_(const torch::Tensor& h, int64_t stride, const torch::Tensor& 
     return;
   }
   // few cells (a whole frame is one): split the pixels between the threads, then pool
-  std::vector<uint16_t> diff(size_t(P * C));
+  // not value-initialised: score_rows writes every value before pool_cells reads it (a
+  // zero fill would be another pass over P x C values on every decision)
+  std::unique_ptr<uint16_t[]> diff(new uint16_t[size_t(P * C)]);
   at::parallel_for(0, B * Hs, 1, [&](int64_t begin, int64_t end) {
-    if (C == 64) score_rows<8>(hp, hs, stride, a, C, fp, wp, diff.data(), begin, end);
-    else score_rows<0>(hp, hs, stride, a, C, fp, wp, diff.data(), begin, end);
+    if (C == 64) score_rows<8>(hp, hs, stride, a, C, fp, wp, diff.get(), begin, end);
+    else score_rows<0>(hp, hs, stride, a, C, fp, wp, diff.get(), begin, end);
   });
   at::parallel_for(0, cells, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) pool_cells(diff.data(), Hs, Ws, C, cell, nH, nW, pp, i);
+    for (int64_t i = begin; i < end; ++i) pool_cells(diff.get(), Hs, Ws, C, cell, nH, nW, pp, i);
   });
 }
 

@@ -115,9 +115,8 @@ def make_settings(
         "skip": skip,
         "refresh": refresh,
         "estimator_stride": estimator_stride,
+        "group": group,
     }
-    if group is not None:  # Route refuses a group over 1 for any policy but rotate
-        common["group"] = group
     full = Setting(Route(**{**common, "group": None}), mode)
     out: list[Setting] = []
     for p in policies:
